@@ -1,0 +1,129 @@
+"""The on-disk dataset: PNG files plus a manifest table, and tensors loaded from it."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from pipeline.data.synthetic import SyntheticSample
+
+MANIFEST = "manifest.csv"
+MANIFEST_COLUMNS = ("id", "image_path", "clean_path", "mask_path", "label_path", "split",
+                    "width", "height", "mask_ratio", "occluder_type", "sha256")
+SPLITS = ("train", "val", "test")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_sample(root: Path, sample_id: str, sample: SyntheticSample, split: str) -> dict[str, object]:
+    """Write one sample's four PNGs under root and return its manifest row."""
+    paths = {
+        "image_path": f"images/{sample_id}.png",
+        "clean_path": f"clean/{sample_id}.png",
+        "mask_path": f"masks/{sample_id}.png",
+        "label_path": f"labels/{sample_id}.png",
+    }
+    arrays = {
+        "image_path": sample.occluded_image, "clean_path": sample.clean_image,
+        "mask_path": sample.occluder_mask, "label_path": sample.label_map,
+    }
+    for key, relative in paths.items():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arrays[key]).save(target, optimize=False)
+    height, width = sample.occluder_mask.shape
+    return {"id": sample_id, **paths, "split": split, "width": width, "height": height,
+            "mask_ratio": round(sample.mask_ratio, 6), "occluder_type": sample.occluder_type,
+            "sha256": sha256_file(root / paths["image_path"])}
+
+
+def write_manifest(root: Path, rows: list[dict[str, object]]) -> Path:
+    path = root / MANIFEST
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_manifest(root: Path) -> list[dict[str, str]]:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found (run the generate stage first)")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = set(MANIFEST_COLUMNS) - set(rows[0].keys() if rows else MANIFEST_COLUMNS)
+    if missing:
+        raise ValueError(f"{path}: manifest lacks column(s) {sorted(missing)}")
+    return rows
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0
+
+
+def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
+    return (tensor.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class SplitTensors:
+    ids: list[str]
+    occluded_image: torch.Tensor   # (N, 3, H, W) in [0, 1]
+    clean_image: torch.Tensor      # (N, 3, H, W) in [0, 1]
+    occluder_mask: torch.Tensor    # (N, 1, H, W) in {0, 1}
+    mask_ratio: torch.Tensor       # (N,)
+    occluder_type: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_split(root: Path, split: str) -> SplitTensors:
+    """Load every sample of one split into memory (the datasets here are small)."""
+    rows = [row for row in read_manifest(root) if row["split"] == split]
+    if not rows:
+        raise ValueError(f"{root / MANIFEST}: split '{split}' is empty")
+    occluded = [image_to_tensor(np.asarray(Image.open(root / r["image_path"]).convert("RGB"))) for r in rows]
+    clean = [image_to_tensor(np.asarray(Image.open(root / r["clean_path"]).convert("RGB"))) for r in rows]
+    masks = [torch.from_numpy(np.asarray(Image.open(root / r["mask_path"])) > 127).float()[None] for r in rows]
+    return SplitTensors(
+        ids=[r["id"] for r in rows],
+        occluded_image=torch.stack(occluded),
+        clean_image=torch.stack(clean),
+        occluder_mask=torch.stack(masks),
+        mask_ratio=torch.tensor([float(r["mask_ratio"]) for r in rows]),
+        occluder_type=[r["occluder_type"] for r in rows],
+    )
+
+
+class OcclusionDataset(Dataset):
+    """(occluded image, clean image, occluder mask) triples of one split."""
+
+    def __init__(self, tensors: SplitTensors) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {
+            "occluded_image": self.tensors.occluded_image[index],
+            "clean_image": self.tensors.clean_image[index],
+            "occluder_mask": self.tensors.occluder_mask[index],
+        }

@@ -1,0 +1,33 @@
+"""Stage generate: render the synthetic dataset (PNG files + manifest) from params.data."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.data.dataset import write_manifest, write_sample
+from pipeline.data.synthetic import assign_splits, render_sample
+from pipeline.stages.common import Paths
+
+logger = logging.getLogger(__name__)
+
+
+def run(cfg: Config) -> Path:
+    target = Paths(cfg.root).dataset
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    data = cfg.data
+    splits = assign_splits(data.count, data.splits, cfg.seed)
+    rows = []
+    for index in range(data.count):
+        sample = render_sample(cfg.seed, index, data.resolution, data.occluders, (data.mask_ratio_min, data.mask_ratio_max))
+        rows.append(write_sample(partial, f"{index:06d}", sample, splits[index]))
+    write_manifest(partial, rows)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    logger.info("wrote %d samples (%d px) to %s", data.count, data.resolution, target)
+    return target

@@ -1,0 +1,65 @@
+"""Stage register: the three registered models, tagged with their provenance; champion by metric."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.data.dataset import load_split, tensor_to_image
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.registry.models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, log_deocclusion_model,
+                                      log_network, promote, register)
+from pipeline.registry.tracking import log_metrics, tracked_run
+from pipeline.stages.common import Paths, data_version, provenance_tags, write_json
+from pipeline.stages.evaluate import metric_value
+
+logger = logging.getLogger(__name__)
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    paths = Paths(cfg.root)
+    metrics_path = paths.evaluation / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path}: evaluation metrics not found (run the evaluate stage first)")
+    metrics = json.loads(metrics_path.read_text())
+    score = metric_value(metrics, cfg.registry.promote_metric, metrics_path)
+    tags = {**provenance_tags(cfg, "register"), "data_version": data_version(cfg.root, paths.dataset)}
+    segmenter, segmenter_meta = load_checkpoint(paths.segmenter)
+    inpainter, inpainter_meta = load_checkpoint(paths.finetuned_inpainter)
+    example_image: np.ndarray = tensor_to_image(load_split(paths.dataset, "test").occluded_image[0])
+    version_tags = {key: tags[key] for key in ("git_commit", "data_version", "params_hash")}
+    with tracked_run(cfg.registry, "register", tags, {"promote_metric": cfg.registry.promote_metric}) as mlflow_run:
+        log_metrics({cfg.registry.promote_metric: score})
+        segmenter_uri = log_network(segmenter, SEGMENTER_MODEL)
+        inpainter_uri = log_network(inpainter, INPAINTER_MODEL)
+        deocclusion_uri = log_deocclusion_model(paths.segmenter, paths.finetuned_inpainter, cfg.data.resolution,
+                                                float(segmenter_meta["metadata"]["threshold"]), example_image)
+        versions = {
+            SEGMENTER_MODEL: register(segmenter_uri, SEGMENTER_MODEL,
+                                      {**version_tags, "arch": segmenter_meta["arch"],
+                                       "training_run_id": segmenter_meta["metadata"]["mlflow_run_id"]}),
+            INPAINTER_MODEL: register(inpainter_uri, INPAINTER_MODEL,
+                                      {**version_tags, "arch": inpainter_meta["arch"],
+                                       "training_run_id": inpainter_meta["metadata"]["mlflow_run_id"]}),
+        }
+        versions[DEOCCLUSION_MODEL] = register(
+            deocclusion_uri, DEOCCLUSION_MODEL,
+            {**version_tags, "segmenter_version": versions[SEGMENTER_MODEL], "inpainter_version": versions[INPAINTER_MODEL]},
+            description=f"{segmenter_meta['arch']} + {inpainter_meta['arch']} (fine-tuned on predicted masks); "
+                        f"{cfg.registry.promote_metric} = {score:.4f}")
+        decision = promote(DEOCCLUSION_MODEL, versions[DEOCCLUSION_MODEL], cfg.registry.promote_metric, score,
+                           cfg.registry.promote_greater_is_better)
+    summary = {
+        "tracking_uri": cfg.registry.tracking_uri, "run_id": mlflow_run.info.run_id, "versions": versions,
+        "alias": decision.alias, "metric": decision.metric, "value": decision.value,
+        "previous_champion": decision.previous_champion, "previous_value": decision.previous_value,
+        "model_uri": f"models:/{DEOCCLUSION_MODEL}/{versions[DEOCCLUSION_MODEL]}", **version_tags,
+    }
+    write_json(paths.registration, summary)
+    logger.info("registered %s version %s as %s", DEOCCLUSION_MODEL, versions[DEOCCLUSION_MODEL], decision.alias)
+    return summary

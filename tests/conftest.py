@@ -1,0 +1,84 @@
+"""Tiny CPU configs and throwaway DVC projects: tests shrink the config instead of mocking."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Small enough to train in seconds, large enough that the segmenter finds occluders.
+TINY_OVERRIDES: dict[str, Any] = {
+    "data": {"count": 60, "resolution": 32},
+    "segmenter": {"arch_kwargs": {"width": 8, "depth": 2}, "epochs": 6, "batch_size": 8, "lr": 0.005},
+    "inpainter": {"arch_kwargs": {"width": 8, "depth": 2}, "epochs": 3, "batch_size": 8, "lr": 0.005},
+    "finetune": {"epochs": 1, "batch_size": 8},
+    "evaluation": {"grid_samples": 3},
+}
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "arch_kwargs":
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def tiny_params(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    return merge(merge(base, TINY_OVERRIDES), overrides or {})
+
+
+def write_params(root: Path, params: dict[str, Any]) -> Path:
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def project_env(root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", GX_ANALYTICS_ENABLED="false",
+               PREFECT_HOME=str(root / ".prefect"), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    env.update(extra)
+    return env
+
+
+def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """A git + DVC project with this repo's dvc.yaml, code tree and a tiny params.yaml."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    write_params(root, tiny_params(overrides))
+    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    run = lambda *cmd: subprocess.run(cmd, cwd=root, check=True, capture_output=True, text=True)  # noqa: E731
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "tests@deocclude.invalid")
+    run("git", "config", "user.name", "deocclude tests")
+    run(str(BIN / "dvc"), "init", "-q")
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "tiny project")
+    return root
+
+
+def deocclude(root: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "deocclude"), "--params", str(root / "params.yaml"), *args], cwd=root,
+                          env=env or project_env(root), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path):
+    from pipeline.config import load_config
+
+    return load_config(write_params(tmp_path, tiny_params()))
