@@ -53,6 +53,7 @@ def _run_flow(args: argparse.Namespace) -> int:
     from flows.pipeline import deocclude_pipeline
 
     summary = deocclude_pipeline(project_dir=str(Path(args.params).resolve().parent))
+    print(f"Stages run: {', '.join(summary['stages_run']) or 'none (everything up to date)'}")
     print(f"Evaluation report: {summary['report']}")
     print(f"Champion: models:/deocclusion@champion is version {summary['champion_version']} "
           f"({summary['metric']} = {summary['champion_value']:.3f}); this run's version {summary['version']} "
@@ -140,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("great_expectations", "lightning.pytorch", "alembic"):
+    for noisy in ("great_expectations", "lightning.pytorch", "alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("dvc").propagate = False  # DVC prints through its own handler
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     from pipeline.data.validation import DataValidationError
 

@@ -1,0 +1,124 @@
+"""The whole pipeline on a tiny config: Prefect flow over DVC stages into a real MLflow registry."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import BIN, deocclude, make_project, project_env, tiny_params, write_params
+
+
+def dvc(root, *args):
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=project_env(root), capture_output=True, text=True,
+                          check=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("pipeline") / "project")
+    result = deocclude(root, "run")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root, result.stdout
+
+
+def mlflow_client(root):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", registry_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+def test_flow_registers_a_champion_that_beats_the_occluded_input(project):
+    root, stdout = project
+    assert "Champion: models:/deocclusion@champion is version 1" in stdout
+    assert f"Evaluation report: {root / 'reports/eval/report.md'}" in stdout
+    metrics = json.loads((root / "reports/eval/metrics.json").read_text())
+    assert metrics["end_to_end"]["psnr_masked"] > metrics["occluded_input"]["psnr_masked"]
+    client = mlflow_client(root)
+    champion = client.get_model_version_by_alias("deocclusion", "champion")
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    data_md5 = next(o["md5"] for o in lock["stages"]["generate"]["outs"] if o["path"] == "data/synthetic")
+    for name in ("deocclusion", "occluder-segmenter", "face-inpainter"):
+        version = client.get_model_version(name, "1")
+        assert version.tags["data_version"] == data_md5
+        assert len(version.tags["git_commit"]) >= 40 and len(version.tags["params_hash"]) == 64
+    assert float(champion.tags["metric.end_to_end.psnr_masked"]) == pytest.approx(metrics["end_to_end"]["psnr_masked"])
+
+
+def test_training_runs_log_params_epoch_metrics_checkpoint_and_samples(project):
+    root, _ = project
+    client = mlflow_client(root)
+    experiment = client.get_experiment_by_name("deocclude")
+    runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    assert {"train_segmenter", "train_inpainter", "finetune", "evaluate", "register"} <= set(runs)
+    segmenter_run = runs["train_segmenter"]
+    assert segmenter_run.data.params["segmenter.arch"] == "unet-small"
+    history = client.get_metric_history(segmenter_run.info.run_id, "val/loss")
+    assert len(history) == tiny_params()["segmenter"]["epochs"]
+    artifacts = {a.path for a in client.list_artifacts(segmenter_run.info.run_id)}
+    assert {"segmenter.pt", "segmenter_samples.png", "segmenter_history.csv"} <= artifacts
+
+
+def test_second_run_skips_every_stage(project):
+    root, _ = project
+    result = deocclude(root, "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Stages run: none" in result.stdout
+    assert "up to date" in dvc(root, "status").stdout
+
+
+def test_evaluation_report_and_metrics_are_dvc_outputs(project):
+    root, _ = project
+    report = (root / "reports/eval/report.md").read_text()
+    assert "OpenCV Telea" in report and "ground-truth mask" in report and "samples.png" in report
+    shown = json.loads(dvc(root, "metrics", "show", "--json").stdout)
+    assert any("reports/eval/metrics.json" in json.dumps(v) for v in shown.values())
+
+
+def test_predict_any_size_keeps_known_pixels(project, tmp_path):
+    root, _ = project
+    source = np.asarray(Image.open(next((root / "data/synthetic/images").iterdir())).resize((45, 70)))
+    Image.fromarray(source).save(tmp_path / "face.png")
+    result = deocclude(root, "predict", str(tmp_path / "face.png"), "-o", str(tmp_path / "out.png"),
+                       "--mask-out", str(tmp_path / "mask.png"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    output, mask = np.asarray(Image.open(tmp_path / "out.png")), np.asarray(Image.open(tmp_path / "mask.png"))
+    assert output.shape == source.shape and mask.shape == source.shape[:2]
+    np.testing.assert_array_equal(output[mask == 0], source[mask == 0])
+
+
+@pytest.mark.parametrize("make_bad, problem", [
+    (lambda p: None, "file not found"),
+    (lambda p: p.write_bytes(b""), "file is empty"),
+    (lambda p: p.write_bytes(b"this is not an image"), "not a recognised image format"),
+    (lambda p: (Image.new("RGB", (64, 64), "red").save(p), p.write_bytes(p.read_bytes()[:60])), "truncated"),
+])
+def test_predict_on_a_bad_file_exits_2_and_writes_nothing(project, tmp_path, make_bad, problem):
+    root, _ = project
+    bad = tmp_path / "bad.png"
+    make_bad(bad)
+    result = deocclude(root, "predict", str(bad), "-o", str(tmp_path / "out.png"))
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and problem in result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_changing_a_training_param_reruns_only_downstream_stages(project):
+    root, _ = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["finetune"]["lr"] = params["finetune"]["lr"] * 2
+    write_params(root, params)
+    stale = json.loads(dvc(root, "status", "--json").stdout)
+    assert set(stale) == {"finetune"}  # downstream stages go stale once finetune's output changes
+    output = dvc(root, "repro").stdout
+    ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    assert ran == {"finetune", "evaluate", "register"}
+    registration = json.loads((root / "reports/registration.json").read_text())
+    assert registration["versions"]["deocclusion"] == "2"
+    expected = "champion" if registration["value"] > registration["previous_value"] else "challenger"
+    assert registration["alias"] == expected
+    assert "up to date" in dvc(root, "status").stdout
