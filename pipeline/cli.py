@@ -43,9 +43,9 @@ def _run_stage(name: str) -> Callable[[argparse.Namespace], int]:
 def _list_models(args: argparse.Namespace) -> int:
     from pipeline.models.registry import count_parameters, list_models
 
-    print(f"{'name':<20} {'task':<10} {'parameters':>12}  description")
+    print(f"{'name':<22} {'task':<13} {'parameters':>12}  description")
     for entry in list_models():
-        print(f"{entry.name:<20} {entry.task:<10} {count_parameters(entry.builder()):>12,}  {entry.description}")
+        print(f"{entry.name:<22} {entry.task:<13} {count_parameters(entry.builder()):>12,}  {entry.description}")
     return 0
 
 

@@ -35,13 +35,31 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+
+
+@dataclass(frozen=True)
 class SegmenterConfig:
     arch: str
     arch_kwargs: dict[str, Any]
     epochs: int
     batch_size: int
-    lr: float
+    optimizer: OptimizerConfig
+    loss_weights: dict[str, float]
+    resolution: int | None = None      # training resolution; None trains at data.resolution
+    pretrained: bool = False
     threshold: float = 0.5
+    opening_kernel: int = 0            # > 1: erosion then dilation of the predicted mask (paper 003: 7)
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    arch: str
+    arch_kwargs: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -50,16 +68,27 @@ class InpainterConfig:
     arch_kwargs: dict[str, Any]
     epochs: int
     batch_size: int
-    lr: float
+    optimizer: OptimizerConfig
     loss_weights: dict[str, float]
+    resolution: int | None = None
+    pretrained: bool = False
+    perceptual_fallback: str = "random"   # VGG19 for the perceptual/style terms when not pretrained: random | none
+    perceptual_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    discriminator: DiscriminatorConfig | None = None
+    adversarial_loss: str = "bce"
+
+    @property
+    def perceptual_weights(self) -> str:
+        """Which VGG19 the perceptual and style terms use: imagenet, random, or none."""
+        return "imagenet" if self.pretrained else self.perceptual_fallback
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     epochs: int
     batch_size: int
-    lr: float
-    loss_weights: dict[str, float]
+    optimizer: OptimizerConfig
+    loss_weights: dict[str, float] | None = None   # None: the inpainter's
 
 
 @dataclass(frozen=True)
@@ -81,6 +110,7 @@ class RegistryConfig:
 @dataclass(frozen=True)
 class Config:
     root: Path
+    profile: str
     seed: int
     data: DataConfig
     validation: ValidationConfig
@@ -103,6 +133,31 @@ def _section(raw: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{source}: section '{name}' is missing or not a mapping")
     return value
+
+
+# Mappings a profile replaces whole: one architecture's arguments mean nothing to another, and a
+# loss is the set of terms named, not a union with the base's.
+REPLACED_WHOLE = ("arch_kwargs", "loss_weights")
+
+
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge a profile into the base params, but for the REPLACED_WHOLE mappings."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in REPLACED_WHOLE:
+            merged[key] = merge_overrides(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _with_optimizer(values: dict[str, Any], section: str, source: Path) -> dict[str, Any]:
+    values = dict(values)
+    optimizer = dict(values.get("optimizer") or {})
+    if "betas" in optimizer:
+        optimizer["betas"] = tuple(optimizer["betas"])
+    values["optimizer"] = _build(OptimizerConfig, optimizer, f"{section}.optimizer", source)
+    return values
 
 
 def _build(cls: type, values: dict[str, Any], section: str, source: Path) -> Any:
@@ -136,10 +191,19 @@ def _check(cfg: Config, source: Path) -> None:
              "data.occluders weights must be >= 0 with a positive sum")
     for name in ("segmenter", "inpainter", "finetune"):
         section = getattr(cfg, name)
-        _require(section.lr > 0, source, f"{name}.lr must be > 0, got {section.lr}")
+        _require(section.optimizer.lr > 0, source, f"{name}.optimizer.lr must be > 0, got {section.optimizer.lr}")
+        _require(section.optimizer.name in ("adam", "sgd"), source,
+                 f"{name}.optimizer.name must be adam or sgd, got {section.optimizer.name!r}")
         _require(section.epochs >= 1, source, f"{name}.epochs must be >= 1, got {section.epochs}")
         _require(section.batch_size >= 1, source, f"{name}.batch_size must be >= 1, got {section.batch_size}")
     _require(0 < cfg.segmenter.threshold < 1, source, f"segmenter.threshold must be in (0, 1), got {cfg.segmenter.threshold}")
+    _require(cfg.inpainter.perceptual_fallback in ("random", "none"), source,
+             f"inpainter.perceptual_fallback must be random or none, got {cfg.inpainter.perceptual_fallback!r}")
+    _require(cfg.inpainter.adversarial_loss in ("bce", "hinge"), source,
+             f"inpainter.adversarial_loss must be bce or hinge, got {cfg.inpainter.adversarial_loss!r}")
+    for name in ("segmenter", "inpainter"):
+        resolution = getattr(cfg, name).resolution
+        _require(resolution is None or resolution >= 16, source, f"{name}.resolution must be >= 16 or null, got {resolution}")
     bins = cfg.evaluation.mask_ratio_bins
     _require(len(bins) >= 2 and list(bins) == sorted(bins), source, f"evaluation.mask_ratio_bins must be >= 2 increasing edges, got {list(bins)}")
 
@@ -165,24 +229,37 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    profiles = raw.get("profiles") or {}
+    profile = raw.get("profile", "quick")
+    if profile not in profiles:
+        raise ConfigError(f"{source}: profile '{profile}' is not defined under 'profiles' (defined: {', '.join(profiles) or 'none'})")
+    effective = merge_overrides({k: v for k, v in raw.items() if k not in ("profile", "profiles")}, profiles[profile] or {})
     base = source.parent
-    registry_raw = dict(_section(raw, "registry", source))
+    registry_raw = dict(_section(effective, "registry", source))
     env_uri = env.get("MLFLOW_TRACKING_URI")
     registry_raw["tracking_uri"] = env_uri or _resolve_tracking_uri(str(registry_raw.get("tracking_uri", "")), base)
     artifact_root = registry_raw.get("artifact_root")
     # A tracking server owns its artifact store; only a local store gets our artifacts folder.
     local_store = not registry_raw["tracking_uri"].startswith(("http://", "https://", "databricks"))
     registry_raw["artifact_root"] = (base / artifact_root).resolve() if artifact_root and local_store else None
-    evaluation_raw = dict(_section(raw, "evaluation", source))
+    evaluation_raw = dict(_section(effective, "evaluation", source))
     evaluation_raw["mask_ratio_bins"] = tuple(float(v) for v in evaluation_raw.get("mask_ratio_bins", ()))
+    inpainter_raw = _with_optimizer(_section(effective, "inpainter", source), "inpainter", source)
+    if inpainter_raw.get("discriminator"):
+        inpainter_raw["discriminator"] = _build(DiscriminatorConfig, inpainter_raw["discriminator"], "inpainter.discriminator", source)
+    if "perceptual_layers" in inpainter_raw:
+        inpainter_raw["perceptual_layers"] = tuple(inpainter_raw["perceptual_layers"])
     cfg = Config(
         root=base,
-        seed=int(raw.get("seed", 0)),
-        data=_build(DataConfig, _section(raw, "data", source), "data", source),
-        validation=_build(ValidationConfig, raw.get("validation") or {}, "validation", source),
-        segmenter=_build(SegmenterConfig, _section(raw, "segmenter", source), "segmenter", source),
-        inpainter=_build(InpainterConfig, _section(raw, "inpainter", source), "inpainter", source),
-        finetune=_build(FinetuneConfig, _section(raw, "finetune", source), "finetune", source),
+        profile=str(profile),
+        seed=int(effective.get("seed", 0)),
+        data=_build(DataConfig, _section(effective, "data", source), "data", source),
+        validation=_build(ValidationConfig, effective.get("validation") or {}, "validation", source),
+        segmenter=_build(SegmenterConfig, _with_optimizer(_section(effective, "segmenter", source), "segmenter", source),
+                         "segmenter", source),
+        inpainter=_build(InpainterConfig, inpainter_raw, "inpainter", source),
+        finetune=_build(FinetuneConfig, _with_optimizer(_section(effective, "finetune", source), "finetune", source),
+                        "finetune", source),
         evaluation=_build(EvaluationConfig, evaluation_raw, "evaluation", source),
         registry=_build(RegistryConfig, registry_raw, "registry", source),
         raw=raw,

@@ -1,4 +1,8 @@
-"""End-to-end de-occlusion: occluded image -> predicted occluder mask -> inpainted face."""
+"""End-to-end de-occlusion: occluded image -> predicted occluder mask -> inpainted face.
+
+Each network runs at its own training resolution; images of any size are resized for it and the
+result resized back, the known pixels always taken from the input itself.
+"""
 
 from __future__ import annotations
 
@@ -10,42 +14,67 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data.dataset import image_to_tensor, tensor_to_image
+from pipeline.losses.segmentation import occluder_logits
 from pipeline.models.unet import compose_known_pixels
 
 
+def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False,
+                         antialias=images.shape[-1] > size[-1])
+
+
+def opening(mask: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Erosion then dilation with a kernel x kernel square (paper 003's 7x7 clean-up)."""
+    pad = kernel // 2
+    eroded = -F.max_pool2d(-mask, kernel, stride=1, padding=pad)
+    return F.max_pool2d(eroded, kernel, stride=1, padding=pad)
+
+
 @torch.no_grad()
-def predict_masks(segmenter: nn.Module, occluded_image: torch.Tensor, threshold: float) -> torch.Tensor:
+def predict_masks(segmenter: nn.Module, occluded_image: torch.Tensor, threshold: float,
+                  resolution: int | None = None, opening_kernel: int = 0) -> torch.Tensor:
     """(N, 3, H, W) -> binary occluder masks (N, 1, H, W)."""
-    return (torch.sigmoid(segmenter(occluded_image)) > threshold).float()
+    size = tuple(occluded_image.shape[-2:])
+    model_input = resize(occluded_image, (resolution, resolution)) if resolution else occluded_image
+    probability = resize(torch.sigmoid(occluder_logits(segmenter(model_input))), size)
+    mask = (probability > threshold).float()
+    return opening(mask, opening_kernel) if opening_kernel > 1 else mask
 
 
 @torch.no_grad()
-def inpaint(inpainter: nn.Module, occluded_image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
-    return compose_known_pixels(inpainter(occluded_image, occluder_mask), occluded_image, occluder_mask)
+def inpaint(inpainter: nn.Module, occluded_image: torch.Tensor, occluder_mask: torch.Tensor,
+            resolution: int | None = None) -> torch.Tensor:
+    """The inpainted face at the input's size, known pixels from the input."""
+    size = tuple(occluded_image.shape[-2:])
+    if resolution and size != (resolution, resolution):
+        small_image = resize(occluded_image, (resolution, resolution))
+        # Any pixel touched by the occluder counts as hidden at the model's resolution.
+        small_mask = (resize(occluder_mask, (resolution, resolution)) > 0).float()
+        prediction = resize(inpainter(small_image, small_mask), size)
+    else:
+        prediction = inpainter(occluded_image, occluder_mask)
+    return compose_known_pixels(prediction, occluded_image, occluder_mask)
 
 
 @dataclass
 class Deoccluder:
-    """Runs both networks at their training resolution on an image of any size."""
+    """Runs both networks, each at its training resolution, on an image of any size."""
 
     segmenter: nn.Module
     inpainter: nn.Module
-    resolution: int
+    segmenter_resolution: int
+    inpainter_resolution: int
     threshold: float = 0.5
+    opening_kernel: int = 0
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 -> (mask (H, W) uint8 0/255, de-occluded image (H, W, 3) uint8)."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
-        height, width = image.shape[:2]
         original = image_to_tensor(image)[None]                                    # (1, 3, H, W)
-        size = (self.resolution, self.resolution)
-        resized = F.interpolate(original, size=size, mode="bilinear", antialias=True, align_corners=False)
-        mask = predict_masks(self.segmenter, resized, self.threshold)             # (1, 1, r, r)
-        inpainted = inpaint(self.inpainter, resized, mask)                        # (1, 3, r, r)
-        mask_full = (F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False) > 0.5).float()
-        inpainted_full = F.interpolate(inpainted, size=(height, width), mode="bilinear", align_corners=False)
-        # Known pixels come from the input at full resolution, not from the resized round trip.
-        output = compose_known_pixels(inpainted_full, original, mask_full)
-        return (mask_full[0, 0].numpy() * 255).astype(np.uint8), tensor_to_image(output[0])
+        mask = predict_masks(self.segmenter, original, self.threshold, self.segmenter_resolution, self.opening_kernel)
+        output = inpaint(self.inpainter, original, mask, self.inpainter_resolution)
+        return (mask[0, 0].numpy() * 255).astype(np.uint8), tensor_to_image(output[0])

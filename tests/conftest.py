@@ -13,32 +13,44 @@ from typing import Any
 import pytest
 import yaml
 
+import pipeline  # noqa: F401  (its torchvision shim must load before lightning imports torchvision)
+from pipeline.config import merge_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 # Small enough to train in seconds, large enough that the segmenter finds occluders.
 TINY_OVERRIDES: dict[str, Any] = {
     "data": {"count": 60, "resolution": 32},
-    "segmenter": {"arch_kwargs": {"width": 8, "depth": 2}, "epochs": 6, "batch_size": 8, "lr": 0.005},
-    "inpainter": {"arch_kwargs": {"width": 8, "depth": 2}, "epochs": 3, "batch_size": 8, "lr": 0.005},
+    "segmenter": {"arch_kwargs": {"backbone_layers": [1, 1, 1, 1], "width_per_group": 8, "aspp_channels": 16,
+                                  "atrous_rates": [1, 2, 3], "output_stride": 8},
+                  "epochs": 6, "batch_size": 8, "optimizer": {"lr": 0.003}},
+    "inpainter": {"arch_kwargs": {"tra_channels": 16, "shallow_channels": 16, "shallow_width": 8, "context_channels": 16,
+                                  "decoder_channels": 32, "resnet_layers": [1, 1, 1, 1], "resnet_width_per_group": 8},
+                  "perceptual_layers": ["relu1_1", "relu2_1"], "discriminator": {"arch": "patchgan", "arch_kwargs": {"width": 8}},
+                  "epochs": 4, "batch_size": 8, "optimizer": {"lr": 0.003}},
     "finetune": {"epochs": 1, "batch_size": 8},
     "evaluation": {"grid_samples": 3},
 }
 
+# Per-architecture arguments small enough for a CPU test, for every registered name.
+TINY_ARCH_KWARGS: dict[str, dict[str, Any]] = {
+    "unet-small": {"width": 4, "depth": 2},
+    "unet-inpainter": {"width": 4, "depth": 2},
+    "soclnet": TINY_OVERRIDES["segmenter"]["arch_kwargs"],
+    "sa-unet": {"width": 4, "max_channels": 16},
+    "ifacenet": TINY_OVERRIDES["inpainter"]["arch_kwargs"],
+    "patchgan": {"width": 8},
+}
 
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "arch_kwargs":
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+
+def tiny_arch_kwargs(name: str) -> dict[str, Any]:
+    return TINY_ARCH_KWARGS.get(name) or TINY_ARCH_KWARGS[name.split("-no-")[0]]
 
 
 def tiny_params(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     base = yaml.safe_load((REPO / "params.yaml").read_text())
-    return merge(merge(base, TINY_OVERRIDES), overrides or {})
+    return copy.deepcopy(merge_overrides(merge_overrides(base, TINY_OVERRIDES), overrides or {}))
 
 
 def write_params(root: Path, params: dict[str, Any]) -> Path:

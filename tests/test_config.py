@@ -21,11 +21,45 @@ def test_environment_overrides_the_tracking_store(tmp_path):
 def test_same_params_same_hash_and_a_change_changes_it(tmp_path):
     first = load_config(write_params(tmp_path, tiny_params()), env={}).params_hash
     assert load_config(tmp_path / "params.yaml", env={}).params_hash == first
-    assert load_config(write_params(tmp_path, tiny_params({"finetune": {"lr": 0.1}})), env={}).params_hash != first
+    assert load_config(write_params(tmp_path, tiny_params({"finetune": {"epochs": 9}})), env={}).params_hash != first
+
+
+def test_paper_profile_reproduces_paper_000_settings(tmp_path):
+    from tests.conftest import REPO
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "paper"
+    cfg = load_config(write_params(tmp_path, params), env={})
+    assert cfg.profile == "paper"
+    seg, inp, fine = cfg.segmenter, cfg.inpainter, cfg.finetune
+    assert (seg.arch, seg.resolution, seg.epochs, seg.batch_size, seg.optimizer.name, seg.optimizer.lr, seg.arch_kwargs) == \
+        ("soclnet", 640, 20, 2, "sgd", 0.001, {})
+    assert (inp.arch, inp.resolution, inp.epochs, inp.batch_size, inp.optimizer.name, inp.optimizer.lr) == \
+        ("ifacenet", 256, 20, 8, "adam", 0.0001)
+    assert inp.loss_weights == {"l1": 1.7, "perceptual": 4.0, "style": 3.6, "adversarial": 4.7}
+    assert inp.pretrained and inp.perceptual_weights == "imagenet" and inp.discriminator.arch == "patchgan"
+    assert (fine.epochs, fine.batch_size, fine.optimizer.lr) == (3, 8, 0.00001)
+    # a profile is overrides: what it does not name comes from the base sections
+    assert cfg.registry.experiment == "deocclude" and cfg.data.occluders["hand"] == 2
+
+
+def test_sa_unet_profile_uses_paper_003_settings(tmp_path):
+    from tests.conftest import REPO
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "paper-sa-unet"
+    seg = load_config(write_params(tmp_path, params), env={}).segmenter
+    assert (seg.arch, seg.resolution, seg.batch_size, seg.optimizer.lr, seg.optimizer.betas, seg.opening_kernel) == \
+        ("sa-unet", 128, 8, 0.0002, (0.5, 0.999), 7)
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"segmenter": {"lr": -1}}, "segmenter.lr must be > 0, got -1"),
+    ({"segmenter": {"optimizer": {"lr": -1}}}, "segmenter.optimizer.lr must be > 0, got -1"),
+    ({"segmenter": {"optimizer": {"name": "rmsprop"}}}, "segmenter.optimizer.name must be adam or sgd"),
+    ({"inpainter": {"perceptual_fallback": "lpips"}}, "inpainter.perceptual_fallback must be random or none"),
+    ({"profile": "fast"}, "profile 'fast' is not defined under 'profiles' (defined: quick, paper, paper-sa-unet)"),
     ({"data": {"splits": {"train": 0.5, "val": 0.1, "test": 0.1}}}, "data.splits must sum to 1"),
     ({"data": {"occluders": {"scarf": 1}}}, "unknown type(s) ['scarf']"),
     ({"inpainter": {"epochz": 3}}, "unknown key(s) in 'inpainter': epochz"),

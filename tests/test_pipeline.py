@@ -56,11 +56,15 @@ def test_training_runs_log_params_epoch_metrics_checkpoint_and_samples(project):
     runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
     assert {"train_segmenter", "train_inpainter", "finetune", "evaluate", "register"} <= set(runs)
     segmenter_run = runs["train_segmenter"]
-    assert segmenter_run.data.params["segmenter.arch"] == "unet-small"
+    assert segmenter_run.data.params["segmenter.arch"] == "soclnet" and segmenter_run.data.params["profile"] == "quick"
     history = client.get_metric_history(segmenter_run.info.run_id, "val/loss")
     assert len(history) == tiny_params()["segmenter"]["epochs"]
     artifacts = {a.path for a in client.list_artifacts(segmenter_run.info.run_id)}
     assert {"segmenter.pt", "segmenter_samples.png", "segmenter_history.csv"} <= artifacts
+    inpainter_run = runs["train_inpainter"]
+    assert inpainter_run.data.params["perceptual.backbone"] == "vgg19-random"
+    assert {"generator.pt", "discriminator.pt"} <= {a.path for a in client.list_artifacts(inpainter_run.info.run_id)}
+    assert client.get_metric_history(inpainter_run.info.run_id, "train/adversarial")
 
 
 def test_second_run_skips_every_stage(project):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +87,7 @@ class SplitTensors:
     occluded_image: torch.Tensor   # (N, 3, H, W) in [0, 1]
     clean_image: torch.Tensor      # (N, 3, H, W) in [0, 1]
     occluder_mask: torch.Tensor    # (N, 1, H, W) in {0, 1}
+    label_map: torch.Tensor        # (N, H, W) int64: 0 background, 1 face, 2 occluder
     mask_ratio: torch.Tensor       # (N,)
     occluder_type: list[str]
 
@@ -102,11 +103,13 @@ def load_split(root: Path, split: str) -> SplitTensors:
     occluded = [image_to_tensor(np.asarray(Image.open(root / r["image_path"]).convert("RGB"))) for r in rows]
     clean = [image_to_tensor(np.asarray(Image.open(root / r["clean_path"]).convert("RGB"))) for r in rows]
     masks = [torch.from_numpy(np.asarray(Image.open(root / r["mask_path"])) > 127).float()[None] for r in rows]
+    labels = [torch.from_numpy(np.array(Image.open(root / r["label_path"]), dtype=np.int64)) for r in rows]
     return SplitTensors(
         ids=[r["id"] for r in rows],
         occluded_image=torch.stack(occluded),
         clean_image=torch.stack(clean),
         occluder_mask=torch.stack(masks),
+        label_map=torch.stack(labels),
         mask_ratio=torch.tensor([float(r["mask_ratio"]) for r in rows]),
         occluder_type=[r["occluder_type"] for r in rows],
     )
@@ -126,4 +129,22 @@ class OcclusionDataset(Dataset):
             "occluded_image": self.tensors.occluded_image[index],
             "clean_image": self.tensors.clean_image[index],
             "occluder_mask": self.tensors.occluder_mask[index],
+            "label_map": self.tensors.label_map[index],
         }
+
+
+def resize_split(tensors: SplitTensors, resolution: int | None) -> SplitTensors:
+    """The split at a model's training resolution: images bilinear, masks and labels nearest."""
+    if resolution is None or tensors.occluded_image.shape[-1] == resolution:
+        return tensors
+    size = (resolution, resolution)
+
+    def image(batch: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    def nearest(batch: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(batch.float(), size=size, mode="nearest")
+
+    return replace(tensors, occluded_image=image(tensors.occluded_image), clean_image=image(tensors.clean_image),
+                   occluder_mask=nearest(tensors.occluder_mask),
+                   label_map=nearest(tensors.label_map[:, None])[:, 0].long())

@@ -53,7 +53,9 @@ class DeocclusionModel(mlflow.pyfunc.PythonModel):
         segmenter, _ = load_checkpoint(Path(context.artifacts["segmenter"]))
         inpainter, _ = load_checkpoint(Path(context.artifacts["inpainter"]))
         config = context.model_config or {}
-        self.deoccluder = Deoccluder(segmenter, inpainter, int(config["resolution"]), float(config["threshold"]))
+        self.deoccluder = Deoccluder(segmenter, inpainter, int(config["segmenter_resolution"]),
+                                     int(config["inpainter_resolution"]), float(config["threshold"]),
+                                     int(config.get("opening_kernel", 0)))
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -73,12 +75,13 @@ def log_network(net: nn.Module, name: str) -> str:
     return info.model_uri
 
 
-def log_deocclusion_model(segmenter_checkpoint: Path, inpainter_checkpoint: Path, resolution: int,
-                          threshold: float, example_image: np.ndarray) -> str:
-    """Log the end-to-end pyfunc, with signature and input example, to the active run."""
+def log_deocclusion_model(segmenter_checkpoint: Path, inpainter_checkpoint: Path, config: dict[str, Any],
+                          example_image: np.ndarray) -> str:
+    """Log the end-to-end pyfunc, with signature and input example, to the active run.
+
+    config: segmenter_resolution, inpainter_resolution, threshold, opening_kernel."""
     example = pd.DataFrame({"image": [encode_png(example_image)]})
     model = DeocclusionModel()
-    config = {"resolution": resolution, "threshold": threshold}
     model.load_context(mlflow.pyfunc.PythonModelContext(
         artifacts={"segmenter": str(segmenter_checkpoint), "inpainter": str(inpainter_checkpoint)}, model_config=config))
     signature = infer_signature(example, model.predict(None, example))

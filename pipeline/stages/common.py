@@ -38,8 +38,17 @@ class Paths:
         return self.models / "segmenter.pt"
 
     @property
+    def inpainter_dir(self) -> Path:
+        return self.models / "inpainter"
+
+    @property
     def inpainter(self) -> Path:
-        return self.models / "inpainter.pt"
+        return self.inpainter_dir / "generator.pt"
+
+    @property
+    def discriminator(self) -> Path:
+        """Present only when the inpainter trains adversarially."""
+        return self.inpainter_dir / "discriminator.pt"
 
     @property
     def finetuned_inpainter(self) -> Path:

@@ -51,12 +51,14 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     segmenter, segmenter_meta = load_checkpoint(paths.segmenter)
     finetuned, inpainter_meta = load_checkpoint(paths.finetuned_inpainter)
     base_inpainter, _ = load_checkpoint(paths.inpainter)
-    threshold = float(segmenter_meta["metadata"]["threshold"])
-    predicted_mask = predict_masks(segmenter, test.occluded_image, threshold)
+    seg, inp = segmenter_meta["metadata"], inpainter_meta["metadata"]
+    predicted_mask = predict_masks(segmenter, test.occluded_image, float(seg["threshold"]), int(seg["resolution"]),
+                                   int(seg.get("opening_kernel", 0)))
+    resolution = int(inp["resolution"])
     outputs = {
-        "end_to_end": inpaint(finetuned, test.occluded_image, predicted_mask),
-        "before_finetune": inpaint(base_inpainter, test.occluded_image, predicted_mask),
-        "gt_mask": inpaint(finetuned, test.occluded_image, test.occluder_mask),
+        "end_to_end": inpaint(finetuned, test.occluded_image, predicted_mask, resolution),
+        "before_finetune": inpaint(base_inpainter, test.occluded_image, predicted_mask, resolution),
+        "gt_mask": inpaint(finetuned, test.occluded_image, test.occluder_mask, resolution),
         "telea": telea_inpaint(test.occluded_image, predicted_mask, cfg.evaluation.telea_radius),
         "occluded_input": test.occluded_image,
     }
@@ -84,8 +86,9 @@ def render_report(cfg: Config, result: dict[str, Any], grid_name: str) -> str:
     architectures = result["architectures"]
     return f"""# De-occlusion evaluation
 
-Test split: {metrics['test_samples']} samples at {cfg.data.resolution} px. Segmenter `{architectures['segmenter']}`,
-inpainter `{architectures['inpainter']}`; params hash `{cfg.params_hash[:12]}`.
+Profile `{cfg.profile}`. Test split: {metrics['test_samples']} samples at {cfg.data.resolution} px.
+Segmenter `{architectures['segmenter']}`, inpainter `{architectures['inpainter']}` (fine-tuned on the
+segmenter's masks); params hash `{cfg.params_hash[:12]}`.
 Masked metrics are computed inside the ground-truth occluder; images are in [0, 1], PSNR in dB.
 
 ## Segmentation (predicted occluder mask vs ground truth)

@@ -1,4 +1,5 @@
-"""Stage finetune: the trained inpainter fine-tuned on the trained segmenter's predicted masks."""
+"""Stage finetune: the trained inpainter (and its discriminator) fine-tuned on the trained
+segmenter's predicted masks, with the inpainter's losses (paper 000, section IV)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import logging
 from pathlib import Path
 
 from pipeline.config import Config, as_flat_dict
-from pipeline.data.dataset import load_split
+from pipeline.data.dataset import load_split, resize_split
 from pipeline.deocclusion import inpaint, predict_masks
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.registry.tracking import log_metrics, tracked_run
 from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
-from pipeline.stages.training import fit, log_training_outputs
+from pipeline.stages.training import build_feature_extractor, effective_loss_weights, fit, log_training_outputs
 from pipeline.training.inpainter import JointFinetuneModule
 
 logger = logging.getLogger(__name__)
@@ -21,23 +22,34 @@ def run(cfg: Config) -> Path:
     seed_everything(cfg.seed)
     paths = Paths(cfg.root)
     section = cfg.finetune
-    train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
     segmenter, segmenter_meta = load_checkpoint(paths.segmenter)
     inpainter, inpainter_meta = load_checkpoint(paths.inpainter)
+    discriminator = load_checkpoint(paths.discriminator)[0].train() if paths.discriminator.is_file() else None
+    resolution = int(inpainter_meta["metadata"]["resolution"])
+    train = resize_split(load_split(paths.dataset, "train"), resolution)
+    val = resize_split(load_split(paths.dataset, "val"), resolution)
     threshold = float(segmenter_meta["metadata"]["threshold"])
-    params = {**as_flat_dict(section, "finetune."), "seed": cfg.seed, "segmenter.arch": segmenter_meta["arch"],
-              "inpainter.arch": inpainter_meta["arch"], "segmenter.threshold": threshold}
+    segmenter_resolution = int(segmenter_meta["metadata"]["resolution"])
+    opening_kernel = int(segmenter_meta["metadata"].get("opening_kernel", 0))
+    features = build_feature_extractor(cfg.inpainter, cfg.seed)
+    weights = effective_loss_weights(section.loss_weights or cfg.inpainter.loss_weights, features is not None,
+                                     discriminator is not None)
+    params = {**as_flat_dict(section, "finetune."), "seed": cfg.seed, "profile": cfg.profile,
+              "segmenter.arch": segmenter_meta["arch"], "inpainter.arch": inpainter_meta["arch"],
+              "segmenter.threshold": threshold, "effective_loss_weights": weights}
     with tracked_run(cfg.registry, "finetune", provenance_tags(cfg, "finetune"), params) as mlflow_run:
-        module = JointFinetuneModule(inpainter.train(), segmenter, section.lr, section.loss_weights, threshold)
+        module = JointFinetuneModule(inpainter.train(), segmenter, section.optimizer, weights, threshold,
+                                     segmenter_resolution, opening_kernel, discriminator=discriminator, feature_extractor=features,
+                                     adversarial_loss=cfg.inpainter.adversarial_loss)
         history = fit(module, train, val, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         inpainter.eval()
         save_checkpoint(paths.finetuned_inpainter, inpainter, inpainter_meta["arch"], inpainter_meta["arch_kwargs"],
                         "inpainter", **{**inpainter_meta["metadata"], "mlflow_run_id": mlflow_run.info.run_id,
                                         "finetuned_on_segmenter": segmenter_meta["arch"]})
         shown = slice(0, min(8, len(val)))
-        predicted = predict_masks(segmenter, val.occluded_image[shown], threshold)
+        predicted = predict_masks(segmenter, val.occluded_image[shown], threshold, segmenter_resolution, opening_kernel)
         output = inpaint(inpainter, val.occluded_image[shown], predicted)
-        log_training_outputs(paths.finetuned_inpainter, history, paths.training_reports / "finetune_history.csv",
+        log_training_outputs([paths.finetuned_inpainter], history, paths.training_reports / "finetune_history.csv",
                              [val.occluded_image[shown], predicted, output, val.clean_image[shown]],
                              paths.training_reports / "finetune_samples.png")
         final = {k: v for k, v in history[-1].items() if k.startswith("val_")}

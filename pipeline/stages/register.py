@@ -37,8 +37,11 @@ def run(cfg: Config) -> dict[str, Any]:
         log_metrics({cfg.registry.promote_metric: score})
         segmenter_uri = log_network(segmenter, SEGMENTER_MODEL)
         inpainter_uri = log_network(inpainter, INPAINTER_MODEL)
-        deocclusion_uri = log_deocclusion_model(paths.segmenter, paths.finetuned_inpainter, cfg.data.resolution,
-                                                float(segmenter_meta["metadata"]["threshold"]), example_image)
+        seg = segmenter_meta["metadata"]
+        deocclusion_uri = log_deocclusion_model(paths.segmenter, paths.finetuned_inpainter, {
+            "segmenter_resolution": int(seg["resolution"]), "threshold": float(seg["threshold"]),
+            "opening_kernel": int(seg.get("opening_kernel", 0)),
+            "inpainter_resolution": int(inpainter_meta["metadata"]["resolution"])}, example_image)
         versions = {
             SEGMENTER_MODEL: register(segmenter_uri, SEGMENTER_MODEL,
                                       {**version_tags, "arch": segmenter_meta["arch"],

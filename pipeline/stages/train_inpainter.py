@@ -1,18 +1,21 @@
-"""Stage train_inpainter: the inpainter named by params.inpainter.arch, on ground-truth masks."""
+"""Stage train_inpainter: the inpainter named by params.inpainter.arch, on ground-truth masks,
+adversarially when a discriminator is configured."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from pipeline.config import Config, as_flat_dict
-from pipeline.data.dataset import load_split
+from pipeline.data.dataset import load_split, resize_split
 from pipeline.deocclusion import inpaint
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import count_parameters, create_model
 from pipeline.registry.tracking import log_metrics, tracked_run
 from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
-from pipeline.stages.training import fit, log_training_outputs
+from pipeline.stages.training import (build_feature_extractor, build_inpainter, effective_loss_weights, fit,
+                                      log_training_outputs)
 from pipeline.training.inpainter import InpainterModule
 
 logger = logging.getLogger(__name__)
@@ -21,19 +24,35 @@ logger = logging.getLogger(__name__)
 def run(cfg: Config) -> Path:
     seed_everything(cfg.seed)
     paths = Paths(cfg.root)
+    shutil.rmtree(paths.inpainter_dir, ignore_errors=True)  # no discriminator left from an earlier config
     section = cfg.inpainter
-    train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
-    net = create_model(section.arch, "inpainter", **section.arch_kwargs)
-    params = {**as_flat_dict(section, "inpainter."), "seed": cfg.seed, "parameters": count_parameters(net)}
+    resolution = section.resolution or cfg.data.resolution
+    train = resize_split(load_split(paths.dataset, "train"), resolution)
+    val = resize_split(load_split(paths.dataset, "val"), resolution)
+    net, kwargs = build_inpainter(section)
+    discriminator = (create_model(section.discriminator.arch, "discriminator", **section.discriminator.arch_kwargs)
+                     if section.discriminator else None)
+    features = build_feature_extractor(section, cfg.seed)
+    weights = effective_loss_weights(section.loss_weights, features is not None, discriminator is not None)
+    params = {**as_flat_dict(section, "inpainter."), "seed": cfg.seed, "profile": cfg.profile,
+              "parameters": count_parameters(net), "training_resolution": resolution,
+              "perceptual.backbone": f"vgg19-{section.perceptual_weights}" if features else "none",
+              "effective_loss_weights": weights}
     with tracked_run(cfg.registry, "train_inpainter", provenance_tags(cfg, "train_inpainter"), params) as mlflow_run:
-        module = InpainterModule(net, section.lr, section.loss_weights)
+        module = InpainterModule(net, section.optimizer, weights, discriminator, features, section.adversarial_loss)
         history = fit(module, train, val, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         net.eval()
-        save_checkpoint(paths.inpainter, net, section.arch, section.arch_kwargs, "inpainter",
-                        resolution=cfg.data.resolution, mlflow_run_id=mlflow_run.info.run_id)
+        stored_kwargs = {**kwargs, "pretrained": False} if "pretrained" in kwargs else kwargs
+        save_checkpoint(paths.inpainter, net, section.arch, stored_kwargs, "inpainter",
+                        resolution=resolution, mlflow_run_id=mlflow_run.info.run_id)
+        checkpoints = [paths.inpainter]
+        if discriminator is not None:
+            save_checkpoint(paths.discriminator, discriminator.eval(), section.discriminator.arch,
+                            section.discriminator.arch_kwargs, "discriminator", mlflow_run_id=mlflow_run.info.run_id)
+            checkpoints.append(paths.discriminator)
         shown = slice(0, min(8, len(val)))
         output = inpaint(net, val.occluded_image[shown], val.occluder_mask[shown])
-        log_training_outputs(paths.inpainter, history, paths.training_reports / "inpainter_history.csv",
+        log_training_outputs(checkpoints, history, paths.training_reports / "inpainter_history.csv",
                              [val.occluded_image[shown], val.occluder_mask[shown], output, val.clean_image[shown]],
                              paths.training_reports / "inpainter_samples.png")
         final = {k: v for k, v in history[-1].items() if k.startswith("val_")}

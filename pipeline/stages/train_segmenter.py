@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from pipeline.config import Config, as_flat_dict
-from pipeline.data.dataset import load_split
+from pipeline.data.dataset import load_split, resize_split
 from pipeline.deocclusion import predict_masks
 from pipeline.models.checkpoint import save_checkpoint
-from pipeline.models.registry import count_parameters, create_model
+from pipeline.models.registry import count_parameters
 from pipeline.registry.tracking import log_metrics, tracked_run
 from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
-from pipeline.stages.training import fit, log_training_outputs
+from pipeline.stages.training import build_segmenter, fit, log_training_outputs
 from pipeline.training.segmenter import SegmenterModule
 
 logger = logging.getLogger(__name__)
@@ -24,18 +22,23 @@ def run(cfg: Config) -> Path:
     seed_everything(cfg.seed)
     paths = Paths(cfg.root)
     section = cfg.segmenter
-    train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
-    net = create_model(section.arch, "segmenter", **section.arch_kwargs)
-    params = {**as_flat_dict(section, "segmenter."), "seed": cfg.seed, "parameters": count_parameters(net)}
+    resolution = section.resolution or cfg.data.resolution
+    train = resize_split(load_split(paths.dataset, "train"), resolution)
+    val = resize_split(load_split(paths.dataset, "val"), resolution)
+    net, kwargs = build_segmenter(section)
+    params = {**as_flat_dict(section, "segmenter."), "seed": cfg.seed, "profile": cfg.profile,
+              "parameters": count_parameters(net), "training_resolution": resolution}
     with tracked_run(cfg.registry, "train_segmenter", provenance_tags(cfg, "train_segmenter"), params) as mlflow_run:
-        module = SegmenterModule(net, section.lr, section.threshold)
+        module = SegmenterModule(net, section.optimizer, section.loss_weights, section.threshold)
         history = fit(module, train, val, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         net.eval()
-        save_checkpoint(paths.segmenter, net, section.arch, section.arch_kwargs, "segmenter",
-                        resolution=cfg.data.resolution, threshold=section.threshold, mlflow_run_id=mlflow_run.info.run_id)
+        # Stored without `pretrained`: the trained weights replace whatever it started from.
+        save_checkpoint(paths.segmenter, net, section.arch, {**kwargs, "pretrained": False} if "pretrained" in kwargs else kwargs,
+                        "segmenter", resolution=resolution, threshold=section.threshold,
+                        opening_kernel=section.opening_kernel, mlflow_run_id=mlflow_run.info.run_id)
         shown = slice(0, min(8, len(val)))
-        predicted = predict_masks(net, val.occluded_image[shown], section.threshold)
-        log_training_outputs(paths.segmenter, history, paths.training_reports / "segmenter_history.csv",
+        predicted = predict_masks(net, val.occluded_image[shown], section.threshold, None, section.opening_kernel)
+        log_training_outputs([paths.segmenter], history, paths.training_reports / "segmenter_history.csv",
                              [val.occluded_image[shown], predicted, val.occluder_mask[shown]],
                              paths.training_reports / "segmenter_samples.png")
         final = {k: v for k, v in history[-1].items() if k.startswith("val_")}

@@ -1,4 +1,8 @@
-"""LightningModules for the inpainter: trained on ground-truth masks, then fine-tuned on predicted ones."""
+"""LightningModules for the inpainter: trained on ground-truth masks, then fine-tuned on predicted ones.
+
+With a discriminator the module trains a GAN by manual optimisation (one discriminator step, then
+one generator step per batch); without one it is a plain reconstruction model.
+"""
 
 from __future__ import annotations
 
@@ -6,61 +10,105 @@ import lightning as L
 import torch
 from torch import nn
 
+from pipeline.deocclusion import predict_masks
 from pipeline.evaluation.metrics import inpainting_metrics
+from pipeline.losses.adversarial import ADVERSARIAL_LOSSES
+from pipeline.losses.perceptual import VGG19Features, perceptual_and_style
 from pipeline.losses.reconstruction import hole_valid_l1, weighted_sum
 from pipeline.models.unet import compose_known_pixels
+from pipeline.config import OptimizerConfig
+from pipeline.training.optim import build_optimizer
 
 
 class InpainterModule(L.LightningModule):
-    """Trains `net(image, mask) -> prediction` to restore the clean face under the occluder mask."""
+    """Trains `net(image, mask) -> I'` to restore the clean face under the occluder mask."""
 
-    def __init__(self, net: nn.Module, lr: float, loss_weights: dict[str, float]) -> None:
+    def __init__(self, net: nn.Module, optimizer: OptimizerConfig, loss_weights: dict[str, float],
+                 discriminator: nn.Module | None = None, feature_extractor: VGG19Features | None = None,
+                 adversarial_loss: str = "bce") -> None:
         super().__init__()
         self.net = net
-        self.lr = lr
+        self.discriminator = discriminator
+        self.feature_extractor = feature_extractor
+        self.optimizer_settings = optimizer
         self.loss_weights = loss_weights
+        self.discriminator_loss, self.generator_loss = ADVERSARIAL_LOSSES[adversarial_loss]
+        self.automatic_optimization = discriminator is None
 
     def occluder_mask_for(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batch["occluder_mask"]
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        occluder_mask = self.occluder_mask_for(batch)
-        prediction = self.net(batch["occluded_image"], occluder_mask)
-        terms = hole_valid_l1(prediction, batch["clean_image"], occluder_mask)
-        loss = weighted_sum(terms, self.loss_weights)
-        batch_size = prediction.shape[0]
+    def reconstruction_terms(self, prediction: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = hole_valid_l1(prediction, clean, mask)
+        terms["l1"] = (prediction - clean).abs().mean()            # L_rec = ||I' - I||_1, eq. 7
+        if self.feature_extractor is not None:
+            terms.update(perceptual_and_style(self.feature_extractor, prediction, clean))
+        return terms
+
+    def _log_terms(self, terms: dict[str, torch.Tensor], loss: torch.Tensor, stage: str, batch_size: int) -> None:
         for name, value in terms.items():
             self.log(f"{stage}/{name}", value, on_epoch=True, on_step=False, batch_size=batch_size)
         self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch_size)
-        if stage == "val":
-            inpainted_face = compose_known_pixels(prediction, batch["occluded_image"], occluder_mask)
-            scores = inpainting_metrics(inpainted_face, batch["clean_image"], batch["occluder_mask"])
-            for name in ("psnr", "psnr_masked", "ssim"):
-                self.log(f"val/{name}", scores[name].mean(), on_epoch=True, batch_size=batch_size)
-        return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        mask = self.occluder_mask_for(batch)
+        prediction = self.net(batch["occluded_image"], mask)
+        terms = self.reconstruction_terms(prediction, batch["clean_image"], mask)
+        batch_size = prediction.shape[0]
+        if self.discriminator is None:
+            loss = weighted_sum(terms, self.loss_weights)
+            self._log_terms(terms, loss, "train", batch_size)
+            return loss
+        generator_optimizer, discriminator_optimizer = self.optimizers()
+        discriminator_loss = self.discriminator_loss(self.discriminator(batch["clean_image"]),
+                                                     self.discriminator(prediction.detach()))
+        discriminator_optimizer.zero_grad()
+        self.manual_backward(discriminator_loss)
+        discriminator_optimizer.step()
+        self.discriminator.requires_grad_(False)  # the generator step must not move D
+        terms["adversarial"] = self.generator_loss(self.discriminator(prediction))
+        loss = weighted_sum(terms, self.loss_weights)
+        generator_optimizer.zero_grad()
+        self.manual_backward(loss)
+        generator_optimizer.step()
+        self.discriminator.requires_grad_(True)
+        terms["discriminator"] = discriminator_loss.detach()
+        self._log_terms(terms, loss, "train", batch_size)
+        return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        mask = self.occluder_mask_for(batch)
+        prediction = self.net(batch["occluded_image"], mask)
+        terms = self.reconstruction_terms(prediction, batch["clean_image"], mask)
+        weights = {k: v for k, v in self.loss_weights.items() if k in terms}
+        self._log_terms(terms, weighted_sum(terms, weights), "val", prediction.shape[0])
+        inpainted_face = compose_known_pixels(prediction, batch["occluded_image"], mask)
+        scores = inpainting_metrics(inpainted_face, batch["clean_image"], batch["occluder_mask"])
+        for name in ("psnr", "psnr_masked", "ssim"):
+            self.log(f"val/{name}", scores[name].mean(), on_epoch=True, batch_size=prediction.shape[0])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+    def configure_optimizers(self) -> torch.optim.Optimizer | list[torch.optim.Optimizer]:
+        generator_optimizer = build_optimizer(self.net.parameters(), self.optimizer_settings)
+        if self.discriminator is None:
+            return generator_optimizer
+        return [generator_optimizer, build_optimizer(self.discriminator.parameters(), self.optimizer_settings)]
 
 
 class JointFinetuneModule(InpainterModule):
-    """Fine-tunes the inpainter on masks predicted by a frozen segmenter instead of ground truth."""
+    """Fine-tunes the inpainter (and its discriminator) on masks predicted by a frozen segmenter."""
 
-    def __init__(self, net: nn.Module, segmenter: nn.Module, lr: float, loss_weights: dict[str, float],
-                 threshold: float = 0.5) -> None:
-        super().__init__(net, lr, loss_weights)
+    def __init__(self, net: nn.Module, segmenter: nn.Module, optimizer: OptimizerConfig,
+                 loss_weights: dict[str, float], threshold: float = 0.5, segmenter_resolution: int | None = None,
+                 opening_kernel: int = 0, **kwargs: object) -> None:
+        super().__init__(net, optimizer, loss_weights, **kwargs)
         self.segmenter = segmenter.eval().requires_grad_(False)
         self.threshold = threshold
+        self.segmenter_resolution = segmenter_resolution
+        self.opening_kernel = opening_kernel
 
     def occluder_mask_for(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
-            return (torch.sigmoid(self.segmenter(batch["occluded_image"])) > self.threshold).float()
+        return predict_masks(self.segmenter, batch["occluded_image"], self.threshold, self.segmenter_resolution,
+                             self.opening_kernel)
 
     def train(self, mode: bool = True) -> "JointFinetuneModule":
         super().train(mode)

@@ -8,31 +8,33 @@ from torch import nn
 
 from pipeline.evaluation.metrics import segmentation_metrics
 from pipeline.losses.reconstruction import weighted_sum
-from pipeline.losses.segmentation import bce_dice
+from pipeline.losses.segmentation import bce_dice, occluder_logits
+from pipeline.config import OptimizerConfig
+from pipeline.training.optim import build_optimizer
 
 
 class SegmenterModule(L.LightningModule):
-    def __init__(self, net: nn.Module, lr: float, threshold: float = 0.5,
-                 loss_weights: dict[str, float] | None = None) -> None:
+    def __init__(self, net: nn.Module, optimizer: OptimizerConfig, loss_weights: dict[str, float],
+                 threshold: float = 0.5) -> None:
         super().__init__()
         self.net = net
-        self.lr = lr
+        self.optimizer_settings = optimizer
         self.threshold = threshold
-        self.loss_weights = loss_weights or {"bce": 1.0, "dice": 1.0}
+        self.loss_weights = loss_weights
 
     def forward(self, occluded_image: torch.Tensor) -> torch.Tensor:
         return self.net(occluded_image)
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         logits = self.net(batch["occluded_image"])
-        terms = bce_dice(logits, batch["occluder_mask"])
+        terms = bce_dice(logits, batch["occluder_mask"], batch["label_map"])
         loss = weighted_sum(terms, self.loss_weights)
         batch_size = logits.shape[0]
         for name, value in terms.items():
             self.log(f"{stage}/{name}", value, on_epoch=True, on_step=False, batch_size=batch_size)
         self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch_size)
         if stage == "val":
-            predicted = (torch.sigmoid(logits) > self.threshold).float()
+            predicted = (torch.sigmoid(occluder_logits(logits)) > self.threshold).float()
             for name, values in segmentation_metrics(predicted, batch["occluder_mask"]).items():
                 self.log(f"val/{name}", values.mean(), on_epoch=True, batch_size=batch_size)
         return loss
@@ -44,4 +46,4 @@ class SegmenterModule(L.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        return build_optimizer(self.net.parameters(), self.optimizer_settings)

@@ -1,45 +1,53 @@
+import subprocess
+
 import pytest
 import torch
 
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.registry import count_parameters, create_model, list_models
+from tests.conftest import BIN, tiny_arch_kwargs
 
-SMALL = {"width": 4, "depth": 2}
 
-
-def forward(entry, net, size):
-    image = torch.rand(2, 3, size, size)
-    if entry.task == "segmenter":
-        return net(image)
-    return net(image, (torch.rand(2, 1, size, size) > 0.7).float())
+def forward(entry, net, image, mask):
+    if entry.task == "inpainter":
+        return net(image, mask)
+    return net(image)
 
 
 @pytest.mark.parametrize("entry", list_models(), ids=lambda e: e.name)
-@pytest.mark.parametrize("size", [32, 64])
-def test_every_model_keeps_the_input_size(entry, size):
-    net = create_model(entry.name, **SMALL)
-    output = forward(entry, net, size)
-    assert output.shape == (2, 1 if entry.task == "segmenter" else 3, size, size)
+@pytest.mark.parametrize("size", [64, 128])
+def test_every_model_gives_the_expected_shape(entry, size):
+    net = create_model(entry.name, **tiny_arch_kwargs(entry.name)).eval()
+    image, mask = torch.rand(2, 3, size, size), (torch.rand(2, 1, size, size) > 0.7).float()
+    output = forward(entry, net, image, mask)
+    expected = {"segmenter": (2, getattr(net, "num_classes", 1), size, size), "inpainter": (2, 3, size, size),
+                "discriminator": (2, 1, size // 8 - 2, size // 8 - 2)}[entry.task]
+    assert output.shape == expected
     assert torch.isfinite(output).all()
+
+
+def test_patchgan_gives_30x30_patches_at_256():
+    assert create_model("patchgan")(torch.rand(1, 3, 256, 256)).shape == (1, 1, 30, 30)
 
 
 @pytest.mark.parametrize("entry", list_models(), ids=lambda e: e.name)
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss(entry):
     torch.manual_seed(0)
-    net = create_model(entry.name, **SMALL)
-    image, mask = torch.rand(4, 3, 32, 32), (torch.rand(4, 1, 32, 32) > 0.6).float()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    net = create_model(entry.name, **tiny_arch_kwargs(entry.name)).train()
+    image, mask = torch.rand(4, 3, 64, 64), (torch.rand(4, 1, 64, 64) > 0.6).float()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
 
     def loss() -> torch.Tensor:
-        if entry.task == "segmenter":
-            return torch.nn.functional.binary_cross_entropy_with_logits(net(image), mask)
-        return (net(image, mask) - image).abs().mean()
+        output = forward(entry, net, image, mask)
+        if entry.task == "inpainter":
+            return (output - image).abs().mean()
+        target = mask if entry.task == "segmenter" else torch.ones(1)
+        return torch.nn.functional.binary_cross_entropy_with_logits(output[:, -1:], target.expand_as(output[:, -1:]))
 
     first = loss().item()
-    for _ in range(8):
+    for _ in range(10):
         optimizer.zero_grad()
-        value = loss()
-        value.backward()
+        loss().backward()
         optimizer.step()
     assert loss().item() < first
 
@@ -47,7 +55,7 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss(entry):
 def test_unknown_name_lists_the_registered_ones():
     with pytest.raises(KeyError) as error:
         create_model("no-such-net")
-    assert "unet-small" in str(error.value) and "unet-inpainter" in str(error.value)
+    assert all(name in str(error.value) for name in ("soclnet", "sa-unet", "ifacenet", "unet-small"))
 
 
 def test_task_mismatch_is_refused():
@@ -56,10 +64,18 @@ def test_task_mismatch_is_refused():
 
 
 def test_checkpoint_rebuilds_the_same_network(tmp_path):
-    net = create_model("unet-small", **SMALL).eval()
-    save_checkpoint(tmp_path / "seg.pt", net, "unet-small", SMALL, "segmenter", threshold=0.5)
+    kwargs = tiny_arch_kwargs("sa-unet")
+    net = create_model("sa-unet", **kwargs).eval()
+    save_checkpoint(tmp_path / "seg.pt", net, "sa-unet", kwargs, "segmenter", threshold=0.5)
     restored, meta = load_checkpoint(tmp_path / "seg.pt")
-    image = torch.rand(1, 3, 32, 32)
+    image = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(restored(image), net(image))
     assert meta["metadata"]["threshold"] == 0.5 and count_parameters(restored) == count_parameters(net)
     assert not (tmp_path / "seg.pt.partial").exists()
+
+
+def test_models_cli_lists_every_architecture_with_its_parameter_count():
+    result = subprocess.run([str(BIN / "deocclude"), "models"], capture_output=True, text=True, check=True)
+    rows = {line.split()[0]: line.split()[2] for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == {entry.name for entry in list_models()}
+    assert rows["sa-unet"] == f"{count_parameters(create_model('sa-unet')):,}"
