@@ -114,7 +114,7 @@ def test_predict_on_a_bad_file_exits_2_and_writes_nothing(project, tmp_path, mak
 def test_changing_a_training_param_reruns_only_downstream_stages(project):
     root, _ = project
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["finetune"]["lr"] = params["finetune"]["lr"] * 2
+    params["finetune"]["optimizer"]["lr"] = params["finetune"]["optimizer"]["lr"] * 2
     write_params(root, params)
     stale = json.loads(dvc(root, "status", "--json").stdout)
     assert set(stale) == {"finetune"}  # downstream stages go stale once finetune's output changes
