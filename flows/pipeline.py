@@ -21,14 +21,22 @@ STAGES = ("generate", "validate", "train_segmenter", "train_inpainter", "finetun
 RETRIES = {"train_segmenter": 1, "train_inpainter": 1, "finetune": 1, "evaluate": 1, "register": 2}
 
 
+class StageFailed(RuntimeError):
+    """A pipeline stage failed; its own error was printed above by the stage command."""
+
+
 @task(retry_delay_seconds=5)
 def reproduce_stage(project_dir: str, stage: str) -> bool:
     """Run one DVC stage if DVC finds it stale; returns whether it ran."""
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     logger = get_run_logger()
-    with Repo(project_dir) as repo:
-        reproduced = repo.reproduce(stage, single_item=True)
+    try:
+        with Repo(project_dir) as repo:
+            reproduced = repo.reproduce(stage, single_item=True)
+    except DvcException as error:
+        raise StageFailed(f"stage {stage} failed: {error}") from None
     ran = any(getattr(item, "addressing", None) == stage for item in reproduced)
     logger.info("stage %s: %s", stage, "reproduced" if ran else "up to date, skipped")
     return ran

@@ -50,9 +50,13 @@ def _list_models(args: argparse.Namespace) -> int:
 
 
 def _run_flow(args: argparse.Namespace) -> int:
-    from flows.pipeline import deocclude_pipeline
+    from flows.pipeline import StageFailed, deocclude_pipeline
 
-    summary = deocclude_pipeline(project_dir=str(Path(args.params).resolve().parent))
+    try:
+        summary = deocclude_pipeline(project_dir=str(Path(args.params).resolve().parent))
+    except StageFailed as error:
+        print(f"deocclude run: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     print(f"Stages run: {', '.join(summary['stages_run']) or 'none (everything up to date)'}")
     print(f"Evaluation report: {summary['report']}")
     print(f"Champion: models:/deocclusion@champion is version {summary['champion_version']} "
