@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as error:
         print(f"deocclude {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ConfigError, DataValidationError, FileNotFoundError, KeyError) as error:
+    except (ConfigError, DataValidationError, FileNotFoundError, LookupError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"deocclude {args.command}: error: {message}", file=sys.stderr)
         return EXIT_FAILURE

@@ -43,7 +43,9 @@ class OptimizerConfig:
 
 
 @dataclass(frozen=True)
-class SegmenterConfig:
+class NetworkTrainingConfig:
+    """What every trained network's section holds."""
+
     arch: str
     arch_kwargs: dict[str, Any]
     epochs: int
@@ -52,6 +54,10 @@ class SegmenterConfig:
     loss_weights: dict[str, float]
     resolution: int | None = None      # training resolution; None trains at data.resolution
     pretrained: bool = False
+
+
+@dataclass(frozen=True)
+class SegmenterConfig(NetworkTrainingConfig):
     threshold: float = 0.5
     opening_kernel: int = 0            # > 1: erosion then dilation of the predicted mask (paper 003: 7)
 
@@ -63,15 +69,7 @@ class DiscriminatorConfig:
 
 
 @dataclass(frozen=True)
-class InpainterConfig:
-    arch: str
-    arch_kwargs: dict[str, Any]
-    epochs: int
-    batch_size: int
-    optimizer: OptimizerConfig
-    loss_weights: dict[str, float]
-    resolution: int | None = None
-    pretrained: bool = False
+class InpainterConfig(NetworkTrainingConfig):
     perceptual_fallback: str = "random"   # VGG19 for the perceptual/style terms when not pretrained: random | none
     perceptual_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     discriminator: DiscriminatorConfig | None = None

@@ -126,3 +126,12 @@ def test_changing_a_training_param_reruns_only_downstream_stages(project):
     expected = "champion" if registration["value"] > registration["previous_value"] else "challenger"
     assert registration["alias"] == expected
     assert "up to date" in dvc(root, "status").stdout
+
+
+def test_predict_with_an_unknown_model_names_it(project, tmp_path):
+    root, _ = project
+    source = next((root / "data/synthetic/images").iterdir())
+    result = deocclude(root, "predict", str(source), "-o", str(tmp_path / "out.png"), "--model", "models:/deocclusion/99")
+    assert result.returncode == 1
+    assert "models:/deocclusion/99: cannot be loaded" in result.stderr
+    assert not (tmp_path / "out.png").exists()

@@ -139,7 +139,11 @@ def promote(name: str, version: str, metric: str, value: float, greater_is_bette
 
 
 def load_deocclusion(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
-    return mlflow.pyfunc.load_model(model_uri)
+    """Load a `deocclusion` pyfunc; a URI the registry cannot resolve is a LookupError naming it."""
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as error:
+        raise LookupError(f"{model_uri}: cannot be loaded from {mlflow.get_tracking_uri()}: {error.message}") from None
 
 
 def champion_version(name: str) -> str | None:

@@ -10,7 +10,7 @@ from pipeline.config import Config, as_flat_dict
 from pipeline.data.dataset import load_split, resize_split
 from pipeline.deocclusion import inpaint, predict_masks
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.registry.tracking import log_metrics, tracked_run
+from pipeline.registry.tracking import tracked_run
 from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
 from pipeline.stages.training import build_feature_extractor, effective_loss_weights, fit, log_training_outputs
 from pipeline.training.inpainter import JointFinetuneModule
@@ -49,11 +49,9 @@ def run(cfg: Config) -> Path:
         shown = slice(0, min(8, len(val)))
         predicted = predict_masks(segmenter, val.occluded_image[shown], threshold, segmenter_resolution, opening_kernel)
         output = inpaint(inpainter, val.occluded_image[shown], predicted)
-        log_training_outputs([paths.finetuned_inpainter], history, paths.training_reports / "finetune_history.csv",
+        final = log_training_outputs([paths.finetuned_inpainter], history, paths.training_reports / "finetune_history.csv",
                              [val.occluded_image[shown], predicted, output, val.clean_image[shown]],
                              paths.training_reports / "finetune_samples.png")
-        final = {k: v for k, v in history[-1].items() if k.startswith("val_")}
-        log_metrics({f"final_{k}": v for k, v in final.items()})
     write_json(paths.training_reports / "finetune_metrics.json", final)
     logger.info("inpainter fine-tuned on predicted masks: %s", final)
     return paths.finetuned_inpainter

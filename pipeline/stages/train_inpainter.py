@@ -12,7 +12,7 @@ from pipeline.data.dataset import load_split, resize_split
 from pipeline.deocclusion import inpaint
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import count_parameters, create_model
-from pipeline.registry.tracking import log_metrics, tracked_run
+from pipeline.registry.tracking import tracked_run
 from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
 from pipeline.stages.training import (build_feature_extractor, build_inpainter, effective_loss_weights, fit,
                                       log_training_outputs)
@@ -52,11 +52,9 @@ def run(cfg: Config) -> Path:
             checkpoints.append(paths.discriminator)
         shown = slice(0, min(8, len(val)))
         output = inpaint(net, val.occluded_image[shown], val.occluder_mask[shown])
-        log_training_outputs(checkpoints, history, paths.training_reports / "inpainter_history.csv",
+        final = log_training_outputs(checkpoints, history, paths.training_reports / "inpainter_history.csv",
                              [val.occluded_image[shown], val.occluder_mask[shown], output, val.clean_image[shown]],
                              paths.training_reports / "inpainter_samples.png")
-        final = {k: v for k, v in history[-1].items() if k.startswith("val_")}
-        log_metrics({f"final_{k}": v for k, v in final.items()})
     write_json(paths.training_reports / "inpainter_metrics.json", final)
     logger.info("inpainter %s trained: %s", section.arch, final)
     return paths.inpainter

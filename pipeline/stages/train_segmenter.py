@@ -10,7 +10,7 @@ from pipeline.data.dataset import load_split, resize_split
 from pipeline.deocclusion import predict_masks
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import count_parameters
-from pipeline.registry.tracking import log_metrics, tracked_run
+from pipeline.registry.tracking import tracked_run
 from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
 from pipeline.stages.training import build_segmenter, fit, log_training_outputs
 from pipeline.training.segmenter import SegmenterModule
@@ -38,11 +38,9 @@ def run(cfg: Config) -> Path:
                         opening_kernel=section.opening_kernel, mlflow_run_id=mlflow_run.info.run_id)
         shown = slice(0, min(8, len(val)))
         predicted = predict_masks(net, val.occluded_image[shown], section.threshold, None, section.opening_kernel)
-        log_training_outputs([paths.segmenter], history, paths.training_reports / "segmenter_history.csv",
+        final = log_training_outputs([paths.segmenter], history, paths.training_reports / "segmenter_history.csv",
                              [val.occluded_image[shown], predicted, val.occluder_mask[shown]],
                              paths.training_reports / "segmenter_samples.png")
-        final = {k: v for k, v in history[-1].items() if k.startswith("val_")}
-        log_metrics({f"final_{k}": v for k, v in final.items()})
     write_json(paths.training_reports / "segmenter_metrics.json", final)
     logger.info("segmenter %s trained: %s", section.arch, final)
     return paths.segmenter

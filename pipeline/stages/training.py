@@ -18,7 +18,7 @@ from pipeline.data.dataset import OcclusionDataset, SplitTensors
 from pipeline.evaluation.report import save_grid, write_csv
 from pipeline.losses.perceptual import VGG19Features
 from pipeline.models.registry import create_model, list_models
-from pipeline.registry.tracking import lightning_logger, log_artifact
+from pipeline.registry.tracking import lightning_logger, log_artifact, log_metrics
 from pipeline.training.history import EpochHistory
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,13 @@ def fit(module: L.LightningModule, train: SplitTensors, val: SplitTensors, epoch
 
 
 def log_training_outputs(checkpoints: list[Path], history: list[dict[str, float]], history_path: Path,
-                         grid_columns: list[torch.Tensor], grid_path: Path) -> None:
-    """Write the history CSV and sample grid, then log them and the checkpoints to the active run."""
+                         grid_columns: list[torch.Tensor], grid_path: Path) -> dict[str, float]:
+    """Write the history CSV and sample grid, log them, the checkpoints and the last epoch's
+    validation metrics to the active run; return those metrics."""
     write_csv(history, history_path)
     save_grid(grid_columns, grid_path)
     for path in (*checkpoints, history_path, grid_path):
         log_artifact(path)
+    final = {name: value for name, value in history[-1].items() if name.startswith("val_")}
+    log_metrics({f"final_{name}": value for name, value in final.items()})
+    return final
