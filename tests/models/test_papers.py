@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.losses.perceptual import VGG19Features
 from pipeline.models.ifacenet import IFaceNet, PatchDiscriminator, Shallower, TraResNet
 from pipeline.models.layers import BatchInstanceNorm2d, DepthwiseSeparableConv2d, SelfAttention2d
 from pipeline.models.pretrained import PretrainedWeightsMissing, weight_file
@@ -88,30 +89,30 @@ def test_patchgan_has_five_convolutions_and_optional_spectral_norm():
     assert all(spectral_normed(m) for m in normed.modules() if isinstance(m, nn.Conv2d))
 
 
-def test_pretrained_weights_missing_is_a_clear_error(tmp_path):
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty local torch cache: TORCH_HOME is where the weight files are looked for."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch"
+
+
+def test_pretrained_weights_missing_is_a_clear_error(torch_home):
+    for build, name in ((lambda: SOCLNet(pretrained=True), "resnet50-0676ba61.pth"),
+                        (lambda: VGG19Features(weights="imagenet"), "vgg19-dcbb9e9d.pth")):
         with pytest.raises(PretrainedWeightsMissing) as error:
-            SOCLNet(pretrained=True)
-        assert str(tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth") in str(error.value)
+            build()
+        assert str(torch_home / "hub" / "checkpoints" / name) in str(error.value)
         assert "pretrained: false" in str(error.value)
-    finally:
-        torch.hub.set_dir(previous)
 
 
-def test_pretrained_weights_present_are_loaded_and_early_stages_frozen(tmp_path):
+def test_pretrained_weights_present_are_loaded_and_early_stages_frozen(torch_home):
     from torchvision.models import resnet50
 
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        weights = resnet50().state_dict()
-        weight_file("resnet50").parent.mkdir(parents=True)
-        torch.save(weights, weight_file("resnet50"))
-        trunk = TraResNet(pretrained=True)
-        torch.testing.assert_close(trunk.stem[0].weight, weights["conv1.weight"])
-        assert not any(p.requires_grad for p in trunk.stem.parameters())
-        assert all(p.requires_grad for p in trunk.stages.parameters())
-    finally:
-        torch.hub.set_dir(previous)
+    weights = resnet50().state_dict()
+    weight_file("resnet50").parent.mkdir(parents=True)
+    torch.save(weights, weight_file("resnet50"))
+    assert weight_file("resnet50").is_relative_to(torch_home)
+    trunk = TraResNet(pretrained=True)
+    torch.testing.assert_close(trunk.stem[0].weight, weights["conv1.weight"])
+    assert not any(p.requires_grad for p in trunk.stem.parameters())
+    assert all(p.requires_grad for p in trunk.stages.parameters())
