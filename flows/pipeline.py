@@ -26,20 +26,25 @@ class StageFailed(RuntimeError):
 
 
 @task(retry_delay_seconds=5)
-def reproduce_stage(project_dir: str, stage: str) -> bool:
-    """Run one DVC stage if DVC finds it stale; returns whether it ran."""
+def reproduce_stage(project_dir: str, stage: str, force: bool = False) -> bool:
+    """Run one DVC stage if DVC finds it stale (or `force`); returns whether it ran."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     logger = get_run_logger()
     try:
         with Repo(project_dir) as repo:
-            reproduced = repo.reproduce(stage, single_item=True)
+            reproduced = repo.reproduce(stage, single_item=True, force=force)
     except DvcException as error:
         raise StageFailed(f"stage {stage} failed: {error}") from None
     ran = any(getattr(item, "addressing", None) == stage for item in reproduced)
     logger.info("stage %s: %s", stage, "reproduced" if ran else "up to date, skipped")
     return ran
+
+
+def _registered_elsewhere(root: Path, tracking_uri: str) -> bool:
+    registration = root / "reports" / "registration.json"
+    return registration.is_file() and json.loads(registration.read_text()).get("tracking_uri") != tracking_uri
 
 
 @flow(name="deocclude-pipeline", log_prints=True)
@@ -49,16 +54,20 @@ def deocclude_pipeline(project_dir: str = ".") -> dict[str, Any]:
     root = Path(project_dir).resolve()
     # DVC runs each stage as `deocclude <stage>`: use this interpreter's console scripts.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    ran = {}
-    for stage in STAGES:
-        ran[stage] = reproduce_stage.with_options(name=f"dvc-{stage}", retries=RETRIES.get(stage, 0))(str(root), stage)
-    registration = json.loads((root / "reports" / "registration.json").read_text())
-    report = root / "reports" / "eval" / "report.md"
     from pipeline.config import load_config
     from pipeline.registry.models import DEOCCLUSION_MODEL, champion_version
     from pipeline.registry.tracking import configure_tracking
 
-    configure_tracking(load_config(root / "params.yaml").registry)
+    registry = load_config(root / "params.yaml").registry
+    ran = {}
+    for stage in STAGES:
+        # The tracking store is no DVC dependency: registering into a newly chosen store (a team
+        # server after local runs) must happen even when DVC finds nothing stale.
+        force = stage == "register" and _registered_elsewhere(root, registry.tracking_uri)
+        ran[stage] = reproduce_stage.with_options(name=f"dvc-{stage}", retries=RETRIES.get(stage, 0))(str(root), stage, force)
+    registration = json.loads((root / "reports" / "registration.json").read_text())
+    report = root / "reports" / "eval" / "report.md"
+    configure_tracking(registry)
     champion = champion_version(DEOCCLUSION_MODEL)
     summary = {
         "stages_run": [stage for stage, did_run in ran.items() if did_run],

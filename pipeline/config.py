@@ -13,6 +13,12 @@ import yaml
 
 PARAMS_FILE = "params.yaml"
 OCCLUDER_TYPES = ("face_mask", "sunglasses", "hand", "hat", "cup", "strokes", "box")
+SEGMENTER_LOSS_TERMS = ("bce", "dice")
+INPAINTER_LOSS_TERMS = ("l1", "hole_l1", "valid_l1", "perceptual", "style", "adversarial")
+EVALUATION_GROUPS = ("end_to_end", "before_finetune", "gt_mask", "telea", "occluded_input")
+EVALUATION_METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
+TOP_LEVEL_KEYS = ("profile", "profiles", "seed", "data", "validation", "segmenter", "inpainter", "finetune",
+                  "evaluation", "registry")
 
 
 class ConfigError(ValueError):
@@ -203,7 +209,22 @@ def _check(cfg: Config, source: Path) -> None:
         resolution = getattr(cfg, name).resolution
         _require(resolution is None or resolution >= 16, source, f"{name}.resolution must be >= 16 or null, got {resolution}")
     bins = cfg.evaluation.mask_ratio_bins
-    _require(len(bins) >= 2 and list(bins) == sorted(bins), source, f"evaluation.mask_ratio_bins must be >= 2 increasing edges, got {list(bins)}")
+    _require(len(bins) >= 2 and all(a < b for a, b in zip(bins, bins[1:])) and 0 <= bins[0] and bins[-1] <= 1, source,
+             f"evaluation.mask_ratio_bins must be >= 2 strictly increasing edges in [0, 1], got {list(bins)}")
+    _require(cfg.evaluation.grid_samples >= 1, source, f"evaluation.grid_samples must be >= 1, got {cfg.evaluation.grid_samples}")
+    _require(cfg.evaluation.telea_radius >= 1, source, f"evaluation.telea_radius must be >= 1, got {cfg.evaluation.telea_radius}")
+    _require(cfg.validation.max_failing_examples >= 1, source,
+             f"validation.max_failing_examples must be >= 1, got {cfg.validation.max_failing_examples}")
+    kernel = cfg.segmenter.opening_kernel
+    _require(kernel == 0 or (kernel > 1 and kernel % 2 == 1), source, f"segmenter.opening_kernel must be 0 or an odd number > 1, got {kernel}")
+    for name, known in (("segmenter", SEGMENTER_LOSS_TERMS), ("inpainter", INPAINTER_LOSS_TERMS), ("finetune", INPAINTER_LOSS_TERMS)):
+        weights = getattr(cfg, name).loss_weights or {}
+        unknown = sorted(set(weights) - set(known))
+        _require(not unknown, source, f"{name}.loss_weights: unknown term(s) {unknown}; known: {list(known)}")
+    group, _, metric = cfg.registry.promote_metric.partition(".")
+    _require(group in EVALUATION_GROUPS and metric in EVALUATION_METRICS, source,
+             f"registry.promote_metric must be <group>.<metric> with group in {list(EVALUATION_GROUPS)} and metric in "
+             f"{list(EVALUATION_METRICS)}, got {cfg.registry.promote_metric!r}")
 
 
 def _resolve_tracking_uri(uri: str, base: Path) -> str:
@@ -227,6 +248,9 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    unknown_keys = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    if unknown_keys:
+        raise ConfigError(f"{source}: unknown top-level key(s) {unknown_keys}; known: {list(TOP_LEVEL_KEYS)}")
     profiles = raw.get("profiles") or {}
     profile = raw.get("profile", "quick")
     if profile not in profiles:

@@ -21,12 +21,14 @@ from pipeline.models.unet import compose_known_pixels
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(images.shape[-2:]) == tuple(size):
         return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False,
-                         antialias=images.shape[-1] > size[-1])
+    shrinking = any(current > target for current, target in zip(images.shape[-2:], size))
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
 
 
 def opening(mask: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Erosion then dilation with a kernel x kernel square (paper 003's 7x7 clean-up)."""
+    """Erosion then dilation with a kernel x kernel square, kernel odd (paper 003's 7x7 clean-up)."""
+    if kernel % 2 == 0:
+        raise ValueError(f"opening kernel must be odd, got {kernel}")
     pad = kernel // 2
     eroded = -F.max_pool2d(-mask, kernel, stride=1, padding=pad)
     return F.max_pool2d(eroded, kernel, stride=1, padding=pad)
@@ -35,12 +37,16 @@ def opening(mask: torch.Tensor, kernel: int) -> torch.Tensor:
 @torch.no_grad()
 def predict_masks(segmenter: nn.Module, occluded_image: torch.Tensor, threshold: float,
                   resolution: int | None = None, opening_kernel: int = 0) -> torch.Tensor:
-    """(N, 3, H, W) -> binary occluder masks (N, 1, H, W)."""
+    """(N, 3, H, W) -> binary occluder masks (N, 1, H, W).
+
+    The clean-up runs at the segmenter's resolution, where its kernel size was chosen."""
     size = tuple(occluded_image.shape[-2:])
     model_input = resize(occluded_image, (resolution, resolution)) if resolution else occluded_image
-    probability = resize(torch.sigmoid(occluder_logits(segmenter(model_input))), size)
-    mask = (probability > threshold).float()
-    return opening(mask, opening_kernel) if opening_kernel > 1 else mask
+    probability = torch.sigmoid(occluder_logits(segmenter(model_input)))
+    if opening_kernel > 1:
+        probability = opening((probability > threshold).float(), opening_kernel)
+        threshold = 0.5
+    return (resize(probability, size) > threshold).float()
 
 
 @torch.no_grad()

@@ -135,3 +135,16 @@ def test_predict_with_an_unknown_model_names_it(project, tmp_path):
     assert result.returncode == 1
     assert "models:/deocclusion/99: cannot be loaded" in result.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+def test_flow_registers_into_a_newly_chosen_store_without_retraining(project, tmp_path):
+    from mlflow import MlflowClient
+
+    root, _ = project
+    shared_store = f"sqlite:///{tmp_path / 'shared.db'}"
+    result = deocclude(root, "run", env=project_env(root, MLFLOW_TRACKING_URI=shared_store))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Stages run: register" in result.stdout
+    champion = MlflowClient(tracking_uri=shared_store, registry_uri=shared_store).get_model_version_by_alias(
+        "deocclusion", "champion")
+    assert champion.version == "1"

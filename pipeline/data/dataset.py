@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -87,12 +88,22 @@ class SplitTensors:
     occluded_image: torch.Tensor   # (N, 3, H, W) in [0, 1]
     clean_image: torch.Tensor      # (N, 3, H, W) in [0, 1]
     occluder_mask: torch.Tensor    # (N, 1, H, W) in {0, 1}
-    label_map: torch.Tensor        # (N, H, W) int64: 0 background, 1 face, 2 occluder
+    label_map: torch.Tensor        # (N, H, W) uint8: 0 background, 1 face, 2 occluder
     mask_ratio: torch.Tensor       # (N,)
     occluder_type: list[str]
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def select(self, start: int, stop: int) -> "SplitTensors":
+        """Samples start..stop-1, sharing memory with this split."""
+        part = slice(start, stop)
+        return SplitTensors(self.ids[part], self.occluded_image[part], self.clean_image[part], self.occluder_mask[part],
+                            self.label_map[part], self.mask_ratio[part], self.occluder_type[part])
+
+    def chunks(self, size: int) -> "Iterator[SplitTensors]":
+        for start in range(0, len(self), size):
+            yield self.select(start, start + size)
 
 
 def load_split(root: Path, split: str) -> SplitTensors:
@@ -103,7 +114,7 @@ def load_split(root: Path, split: str) -> SplitTensors:
     occluded = [image_to_tensor(np.asarray(Image.open(root / r["image_path"]).convert("RGB"))) for r in rows]
     clean = [image_to_tensor(np.asarray(Image.open(root / r["clean_path"]).convert("RGB"))) for r in rows]
     masks = [torch.from_numpy(np.asarray(Image.open(root / r["mask_path"])) > 127).float()[None] for r in rows]
-    labels = [torch.from_numpy(np.array(Image.open(root / r["label_path"]), dtype=np.int64)) for r in rows]
+    labels = [torch.from_numpy(np.array(Image.open(root / r["label_path"]), dtype=np.uint8)) for r in rows]
     return SplitTensors(
         ids=[r["id"] for r in rows],
         occluded_image=torch.stack(occluded),
@@ -116,20 +127,23 @@ def load_split(root: Path, split: str) -> SplitTensors:
 
 
 class OcclusionDataset(Dataset):
-    """(occluded image, clean image, occluder mask) triples of one split."""
+    """(occluded image, clean image, occluder mask, label map) of one split, each sample resized to
+    the model's resolution as it is drawn, so a large split is never held at a larger size."""
 
-    def __init__(self, tensors: SplitTensors) -> None:
+    def __init__(self, tensors: SplitTensors, resolution: int | None = None) -> None:
         self.tensors = tensors
+        self.resolution = resolution
 
     def __len__(self) -> int:
         return len(self.tensors)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = resize_split(self.tensors.select(index, index + 1), self.resolution)
         return {
-            "occluded_image": self.tensors.occluded_image[index],
-            "clean_image": self.tensors.clean_image[index],
-            "occluder_mask": self.tensors.occluder_mask[index],
-            "label_map": self.tensors.label_map[index],
+            "occluded_image": sample.occluded_image[0],
+            "clean_image": sample.clean_image[0],
+            "occluder_mask": sample.occluder_mask[0],
+            "label_map": sample.label_map[0].long(),
         }
 
 
@@ -147,4 +161,4 @@ def resize_split(tensors: SplitTensors, resolution: int | None) -> SplitTensors:
 
     return replace(tensors, occluded_image=image(tensors.occluded_image), clean_image=image(tensors.clean_image),
                    occluder_mask=nearest(tensors.occluder_mask),
-                   label_map=nearest(tensors.label_map[:, None])[:, 0].long())
+                   label_map=nearest(tensors.label_map[:, None])[:, 0].to(torch.uint8))

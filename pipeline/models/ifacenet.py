@@ -23,7 +23,7 @@ class TraResNet(nn.Module):
     back to stride 8. Pretrained, only its last two stages (layer3, layer4) are trained."""
 
     def __init__(self, out_channels: int = 256, layers: Sequence[int] = RESNET50_LAYERS, pretrained: bool = False,
-                 width_per_group: int = 64) -> None:
+                 width_per_group: int = 64, freeze_stem: bool | None = None) -> None:
         super().__init__()
         resnet = ResNet(Bottleneck, list(layers), width_per_group=width_per_group)
         if pretrained:
@@ -32,7 +32,9 @@ class TraResNet(nn.Module):
             resnet.load_state_dict(imagenet_state_dict("resnet50"))
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1, resnet.layer2)
         self.stages = nn.Sequential(resnet.layer3, resnet.layer4)
-        if pretrained:
+        # Frozen when pretrained, and stays frozen when a checkpoint rebuilds it without the weights.
+        self.freeze_stem = pretrained if freeze_stem is None else freeze_stem
+        if self.freeze_stem:
             self.stem.requires_grad_(False)
         self.upsample = nn.Sequential(
             nn.ConvTranspose2d(2048, out_channels * 2, 4, stride=2, padding=1), nn.ReLU(inplace=True),
@@ -40,6 +42,12 @@ class TraResNet(nn.Module):
         )
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "TraResNet":
+        super().train(mode)
+        if self.freeze_stem:
+            self.stem.eval()  # frozen layers keep their batch-norm statistics too
+        return self
 
     def forward(self, masked_input: torch.Tensor) -> torch.Tensor:
         return self.upsample(self.stages(self.stem((masked_input - self.mean) / self.std)))   # (B, C, H/8, W/8)
@@ -84,11 +92,12 @@ class IFaceNet(nn.Module):
     def __init__(self, tra_channels: int = 256, shallow_channels: int = 128, shallow_width: int = 32,
                  context_channels: int = 128, decoder_channels: int = 128, resnet_layers: Sequence[int] = RESNET50_LAYERS,
                  resnet_width_per_group: int = 64, pretrained: bool = False, use_traresnet: bool = True,
-                 use_shallower: bool = True, use_attention: bool = True) -> None:
+                 use_shallower: bool = True, use_attention: bool = True, freeze_stem: bool | None = None) -> None:
         super().__init__()
         if not (use_traresnet or use_shallower):
             raise ValueError("IFACENET needs at least one of TraResNet and Shallower")
-        self.traresnet = TraResNet(tra_channels, resnet_layers, pretrained, resnet_width_per_group) if use_traresnet else None
+        self.traresnet = (TraResNet(tra_channels, resnet_layers, pretrained, resnet_width_per_group, freeze_stem)
+                          if use_traresnet else None)
         self.shallower = Shallower(shallow_channels, shallow_width) if use_shallower else None
         fused = tra_channels * use_traresnet + shallow_channels * use_shallower
         self.fusion = SelfAttention2d(fused, activation="sigmoid") if use_attention else nn.Identity()   # level-1 model

@@ -33,7 +33,7 @@ def _bin_rows(method_scores: dict[str, dict[str, torch.Tensor]], mask_ratio: tor
               edges: tuple[float, ...]) -> list[dict[str, Any]]:
     rows = []
     for low, high in zip(edges[:-1], edges[1:]):
-        inside = (mask_ratio >= low) & (mask_ratio < high)
+        inside = (mask_ratio >= low) & ((mask_ratio < high) | ((high == edges[-1]) & (mask_ratio <= high)))
         if not inside.any():
             continue
         row: dict[str, Any] = {"mask_ratio_bin": f"{low:.0%}-{high:.0%}", "samples": int(inside.sum())}
@@ -44,33 +44,46 @@ def _bin_rows(method_scores: dict[str, dict[str, torch.Tensor]], mask_ratio: tor
     return rows
 
 
+EVALUATION_BATCH = 32  # images per forward pass: bounds memory at the papers' resolutions
+
+
 def evaluate(cfg: Config) -> dict[str, Any]:
-    """Metrics of every method on the test split, plus the tensors the report shows."""
+    """Metrics of every method on the test split, plus the tensors the report's grid shows."""
     paths = Paths(cfg.root)
     test = load_split(paths.dataset, "test")
     segmenter, segmenter_meta = load_checkpoint(paths.segmenter)
     finetuned, inpainter_meta = load_checkpoint(paths.finetuned_inpainter)
     base_inpainter, _ = load_checkpoint(paths.inpainter)
     seg, inp = segmenter_meta["metadata"], inpainter_meta["metadata"]
-    predicted_mask = predict_masks(segmenter, test.occluded_image, float(seg["threshold"]), int(seg["resolution"]),
-                                   int(seg.get("opening_kernel", 0)))
     resolution = int(inp["resolution"])
-    outputs = {
-        "end_to_end": inpaint(finetuned, test.occluded_image, predicted_mask, resolution),
-        "before_finetune": inpaint(base_inpainter, test.occluded_image, predicted_mask, resolution),
-        "gt_mask": inpaint(finetuned, test.occluded_image, test.occluder_mask, resolution),
-        "telea": telea_inpaint(test.occluded_image, predicted_mask, cfg.evaluation.telea_radius),
-        "occluded_input": test.occluded_image,
-    }
-    scores = {method: inpainting_metrics(output, test.clean_image, test.occluder_mask) for method, output in outputs.items()}
-    segmentation = segmentation_metrics(predicted_mask, test.occluder_mask)
+    scores: dict[str, dict[str, list[torch.Tensor]]] = {method: {} for method in METHODS}
+    segmentation: dict[str, list[torch.Tensor]] = {}
+    grid: list[torch.Tensor] = []
+    for part in test.chunks(EVALUATION_BATCH):
+        predicted_mask = predict_masks(segmenter, part.occluded_image, float(seg["threshold"]), int(seg["resolution"]),
+                                       int(seg.get("opening_kernel", 0)))
+        outputs = {
+            "end_to_end": inpaint(finetuned, part.occluded_image, predicted_mask, resolution),
+            "before_finetune": inpaint(base_inpainter, part.occluded_image, predicted_mask, resolution),
+            "gt_mask": inpaint(finetuned, part.occluded_image, part.occluder_mask, resolution),
+            "telea": telea_inpaint(part.occluded_image, predicted_mask, cfg.evaluation.telea_radius),
+            "occluded_input": part.occluded_image,
+        }
+        for method, output in outputs.items():
+            for name, values in inpainting_metrics(output, part.clean_image, part.occluder_mask).items():
+                scores[method].setdefault(name, []).append(values)
+        for name, values in segmentation_metrics(predicted_mask, part.occluder_mask).items():
+            segmentation.setdefault(name, []).append(values)
+        if not grid:
+            shown = slice(0, cfg.evaluation.grid_samples)
+            grid = [part.occluded_image[shown], predicted_mask[shown], outputs["end_to_end"][shown], part.clean_image[shown]]
+    per_image = {method: {name: torch.cat(values) for name, values in named.items()} for method, named in scores.items()}
     metrics: dict[str, Any] = {"test_samples": len(test),
-                               "segmentation": {k: round(float(v.mean()), 5) for k, v in segmentation.items()}}
-    for method, values in scores.items():
+                               "segmentation": {k: round(float(torch.cat(v).mean()), 5) for k, v in segmentation.items()}}
+    for method, values in per_image.items():
         metrics[method] = {k: round(float(v.mean()), 5) for k, v in values.items()}
-    return {"metrics": metrics, "bins": _bin_rows(scores, test.mask_ratio, cfg.evaluation.mask_ratio_bins),
-            "grid": [test.occluded_image, predicted_mask, outputs["end_to_end"], test.clean_image],
-            "architectures": {"segmenter": segmenter_meta["arch"], "inpainter": inpainter_meta["arch"]}}
+    return {"metrics": metrics, "bins": _bin_rows(per_image, test.mask_ratio, cfg.evaluation.mask_ratio_bins),
+            "grid": grid, "architectures": {"segmenter": segmenter_meta["arch"], "inpainter": inpainter_meta["arch"]}}
 
 
 def render_report(cfg: Config, result: dict[str, Any], grid_name: str) -> str:
@@ -115,8 +128,7 @@ def run(cfg: Config) -> dict[str, Any]:
     seed_everything(cfg.seed)
     paths = Paths(cfg.root)
     result = evaluate(cfg)
-    shown = slice(0, cfg.evaluation.grid_samples)
-    grid = save_grid([column[shown] for column in result["grid"]], paths.evaluation / "samples.png")
+    grid = save_grid(result["grid"], paths.evaluation / "samples.png")
     write_csv(result["bins"], paths.evaluation / "by_mask_ratio.csv")
     write_text(paths.evaluation / "report.md", render_report(cfg, result, grid.name))
     write_json(paths.evaluation / "metrics.json", result["metrics"])

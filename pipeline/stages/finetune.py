@@ -26,8 +26,7 @@ def run(cfg: Config) -> Path:
     inpainter, inpainter_meta = load_checkpoint(paths.inpainter)
     discriminator = load_checkpoint(paths.discriminator)[0].train() if paths.discriminator.is_file() else None
     resolution = int(inpainter_meta["metadata"]["resolution"])
-    train = resize_split(load_split(paths.dataset, "train"), resolution)
-    val = resize_split(load_split(paths.dataset, "val"), resolution)
+    train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
     threshold = float(segmenter_meta["metadata"]["threshold"])
     segmenter_resolution = int(segmenter_meta["metadata"]["resolution"])
     opening_kernel = int(segmenter_meta["metadata"].get("opening_kernel", 0))
@@ -36,21 +35,22 @@ def run(cfg: Config) -> Path:
                                      discriminator is not None)
     params = {**as_flat_dict(section, "finetune."), "seed": cfg.seed, "profile": cfg.profile,
               "segmenter.arch": segmenter_meta["arch"], "inpainter.arch": inpainter_meta["arch"],
-              "segmenter.threshold": threshold, "effective_loss_weights": weights}
+              "segmenter.threshold": threshold, "effective_loss_weights": weights,
+              "perceptual.backbone": f"vgg19-{cfg.inpainter.perceptual_weights}" if features else "none"}
     with tracked_run(cfg.registry, "finetune", provenance_tags(cfg, "finetune"), params) as mlflow_run:
         module = JointFinetuneModule(inpainter.train(), segmenter, section.optimizer, weights, threshold,
                                      segmenter_resolution, opening_kernel, discriminator=discriminator, feature_extractor=features,
                                      adversarial_loss=cfg.inpainter.adversarial_loss)
-        history = fit(module, train, val, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
+        history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         inpainter.eval()
         save_checkpoint(paths.finetuned_inpainter, inpainter, inpainter_meta["arch"], inpainter_meta["arch_kwargs"],
                         "inpainter", **{**inpainter_meta["metadata"], "mlflow_run_id": mlflow_run.info.run_id,
                                         "finetuned_on_segmenter": segmenter_meta["arch"]})
-        shown = slice(0, min(8, len(val)))
-        predicted = predict_masks(segmenter, val.occluded_image[shown], threshold, segmenter_resolution, opening_kernel)
-        output = inpaint(inpainter, val.occluded_image[shown], predicted)
+        shown = resize_split(val.select(0, 8), resolution)
+        predicted = predict_masks(segmenter, shown.occluded_image, threshold, segmenter_resolution, opening_kernel)
+        output = inpaint(inpainter, shown.occluded_image, predicted)
         final = log_training_outputs([paths.finetuned_inpainter], history, paths.training_reports / "finetune_history.csv",
-                             [val.occluded_image[shown], predicted, output, val.clean_image[shown]],
+                             [shown.occluded_image, predicted, output, shown.clean_image],
                              paths.training_reports / "finetune_samples.png")
     write_json(paths.training_reports / "finetune_metrics.json", final)
     logger.info("inpainter fine-tuned on predicted masks: %s", final)

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from pipeline.config import Config
-from pipeline.data.dataset import load_split, tensor_to_image
+from pipeline.data.dataset import read_manifest
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.registry.models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, log_deocclusion_model,
                                       log_network, promote, register)
@@ -31,7 +32,8 @@ def run(cfg: Config) -> dict[str, Any]:
     tags = {**provenance_tags(cfg, "register"), "data_version": data_version(cfg.root, paths.dataset)}
     segmenter, segmenter_meta = load_checkpoint(paths.segmenter)
     inpainter, inpainter_meta = load_checkpoint(paths.finetuned_inpainter)
-    example_image: np.ndarray = tensor_to_image(load_split(paths.dataset, "test").occluded_image[0])
+    example_row = next(row for row in read_manifest(paths.dataset) if row["split"] == "test")
+    example_image: np.ndarray = np.asarray(Image.open(paths.dataset / example_row["image_path"]).convert("RGB"))
     version_tags = {key: tags[key] for key in ("git_commit", "data_version", "params_hash")}
     with tracked_run(cfg.registry, "register", tags, {"promote_metric": cfg.registry.promote_metric}) as mlflow_run:
         log_metrics({cfg.registry.promote_metric: score})

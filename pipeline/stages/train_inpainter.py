@@ -27,8 +27,7 @@ def run(cfg: Config) -> Path:
     shutil.rmtree(paths.inpainter_dir, ignore_errors=True)  # no discriminator left from an earlier config
     section = cfg.inpainter
     resolution = section.resolution or cfg.data.resolution
-    train = resize_split(load_split(paths.dataset, "train"), resolution)
-    val = resize_split(load_split(paths.dataset, "val"), resolution)
+    train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
     net, kwargs = build_inpainter(section)
     discriminator = (create_model(section.discriminator.arch, "discriminator", **section.discriminator.arch_kwargs)
                      if section.discriminator else None)
@@ -40,9 +39,13 @@ def run(cfg: Config) -> Path:
               "effective_loss_weights": weights}
     with tracked_run(cfg.registry, "train_inpainter", provenance_tags(cfg, "train_inpainter"), params) as mlflow_run:
         module = InpainterModule(net, section.optimizer, weights, discriminator, features, section.adversarial_loss)
-        history = fit(module, train, val, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
+        history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         net.eval()
-        stored_kwargs = {**kwargs, "pretrained": False} if "pretrained" in kwargs else kwargs
+        stored_kwargs = dict(kwargs)
+        if stored_kwargs.get("pretrained") and getattr(getattr(net, "traresnet", None), "freeze_stem", False):
+            stored_kwargs["freeze_stem"] = True  # rebuilt without the ImageNet file, still only the last stages train
+        if "pretrained" in stored_kwargs:
+            stored_kwargs["pretrained"] = False
         save_checkpoint(paths.inpainter, net, section.arch, stored_kwargs, "inpainter",
                         resolution=resolution, mlflow_run_id=mlflow_run.info.run_id)
         checkpoints = [paths.inpainter]
@@ -50,10 +53,10 @@ def run(cfg: Config) -> Path:
             save_checkpoint(paths.discriminator, discriminator.eval(), section.discriminator.arch,
                             section.discriminator.arch_kwargs, "discriminator", mlflow_run_id=mlflow_run.info.run_id)
             checkpoints.append(paths.discriminator)
-        shown = slice(0, min(8, len(val)))
-        output = inpaint(net, val.occluded_image[shown], val.occluder_mask[shown])
+        shown = resize_split(val.select(0, 8), resolution)
+        output = inpaint(net, shown.occluded_image, shown.occluder_mask)
         final = log_training_outputs(checkpoints, history, paths.training_reports / "inpainter_history.csv",
-                             [val.occluded_image[shown], val.occluder_mask[shown], output, val.clean_image[shown]],
+                             [shown.occluded_image, shown.occluder_mask, output, shown.clean_image],
                              paths.training_reports / "inpainter_samples.png")
     write_json(paths.training_reports / "inpainter_metrics.json", final)
     logger.info("inpainter %s trained: %s", section.arch, final)

@@ -23,23 +23,22 @@ def run(cfg: Config) -> Path:
     paths = Paths(cfg.root)
     section = cfg.segmenter
     resolution = section.resolution or cfg.data.resolution
-    train = resize_split(load_split(paths.dataset, "train"), resolution)
-    val = resize_split(load_split(paths.dataset, "val"), resolution)
+    train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
     net, kwargs = build_segmenter(section)
     params = {**as_flat_dict(section, "segmenter."), "seed": cfg.seed, "profile": cfg.profile,
               "parameters": count_parameters(net), "training_resolution": resolution}
     with tracked_run(cfg.registry, "train_segmenter", provenance_tags(cfg, "train_segmenter"), params) as mlflow_run:
-        module = SegmenterModule(net, section.optimizer, section.loss_weights, section.threshold)
-        history = fit(module, train, val, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
+        module = SegmenterModule(net, section.optimizer, section.loss_weights, section.threshold, section.opening_kernel)
+        history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         net.eval()
         # Stored without `pretrained`: the trained weights replace whatever it started from.
         save_checkpoint(paths.segmenter, net, section.arch, {**kwargs, "pretrained": False} if "pretrained" in kwargs else kwargs,
                         "segmenter", resolution=resolution, threshold=section.threshold,
                         opening_kernel=section.opening_kernel, mlflow_run_id=mlflow_run.info.run_id)
-        shown = slice(0, min(8, len(val)))
-        predicted = predict_masks(net, val.occluded_image[shown], section.threshold, None, section.opening_kernel)
+        shown = resize_split(val.select(0, 8), resolution)
+        predicted = predict_masks(net, shown.occluded_image, section.threshold, None, section.opening_kernel)
         final = log_training_outputs([paths.segmenter], history, paths.training_reports / "segmenter_history.csv",
-                             [val.occluded_image[shown], predicted, val.occluder_mask[shown]],
+                             [shown.occluded_image, predicted, shown.occluder_mask],
                              paths.training_reports / "segmenter_samples.png")
     write_json(paths.training_reports / "segmenter_metrics.json", final)
     logger.info("segmenter %s trained: %s", section.arch, final)

@@ -66,12 +66,12 @@ def effective_loss_weights(weights: dict[str, float], has_features: bool, has_di
     return kept
 
 
-def fit(module: L.LightningModule, train: SplitTensors, val: SplitTensors, epochs: int, batch_size: int, seed: int,
-        registry: RegistryConfig, run_id: str) -> list[dict[str, float]]:
-    """Train `module` for `epochs`, logging each epoch to the MLflow run; returns the epoch history."""
+def fit(module: L.LightningModule, train: SplitTensors, val: SplitTensors, resolution: int, epochs: int, batch_size: int,
+        seed: int, registry: RegistryConfig, run_id: str) -> list[dict[str, float]]:
+    """Train `module` for `epochs` at `resolution`, logging each epoch to the MLflow run; returns the epoch history."""
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(OcclusionDataset(train), batch_size=batch_size, shuffle=True, generator=generator)
-    val_loader = DataLoader(OcclusionDataset(val), batch_size=batch_size)
+    train_loader = DataLoader(OcclusionDataset(train, resolution), batch_size=batch_size, shuffle=True, generator=generator)
+    val_loader = DataLoader(OcclusionDataset(val, resolution), batch_size=batch_size)
     history = EpochHistory()
     trainer = L.Trainer(
         max_epochs=epochs, accelerator="auto", devices=1, deterministic=True,

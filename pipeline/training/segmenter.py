@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from pipeline.deocclusion import opening
 from pipeline.evaluation.metrics import segmentation_metrics
 from pipeline.losses.reconstruction import weighted_sum
 from pipeline.losses.segmentation import bce_dice, occluder_logits
@@ -15,11 +16,12 @@ from pipeline.training.optim import build_optimizer
 
 class SegmenterModule(L.LightningModule):
     def __init__(self, net: nn.Module, optimizer: OptimizerConfig, loss_weights: dict[str, float],
-                 threshold: float = 0.5) -> None:
+                 threshold: float = 0.5, opening_kernel: int = 0) -> None:
         super().__init__()
         self.net = net
         self.optimizer_settings = optimizer
         self.threshold = threshold
+        self.opening_kernel = opening_kernel
         self.loss_weights = loss_weights
 
     def forward(self, occluded_image: torch.Tensor) -> torch.Tensor:
@@ -35,6 +37,8 @@ class SegmenterModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch_size)
         if stage == "val":
             predicted = (torch.sigmoid(occluder_logits(logits)) > self.threshold).float()
+            if self.opening_kernel > 1:  # paper 003 cleans masks in validation as at inference
+                predicted = opening(predicted, self.opening_kernel)
             for name, values in segmentation_metrics(predicted, batch["occluder_mask"]).items():
                 self.log(f"val/{name}", values.mean(), on_epoch=True, batch_size=batch_size)
         return loss

@@ -44,3 +44,23 @@ def test_mask_overlap_metrics():
     assert math.isclose(pixel_accuracy(predicted, true).item(), 8 / 16)
     empty = torch.zeros(1, 1, 4, 4)
     assert iou(empty, empty).item() == 1.0 and dice(empty, empty).item() == 1.0
+
+
+def test_opening_removes_specks_and_keeps_blocks():
+    from pipeline.deocclusion import opening
+
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 2, 2] = 1                 # a one-pixel speck
+    mask[..., 10:25, 10:25] = 1         # a 15x15 occluder
+    cleaned = opening(mask, 7)
+    assert cleaned[..., 2, 2].item() == 0
+    assert torch.equal(cleaned[..., 10:25, 10:25], mask[..., 10:25, 10:25])
+
+
+def test_last_mask_ratio_bin_includes_its_upper_edge():
+    from pipeline.stages.evaluate import _bin_rows
+
+    ratios = torch.tensor([0.05, 0.6])
+    scores = {"m": {name: torch.tensor([1.0, 2.0]) for name in ("psnr_masked", "ssim_masked", "l1_masked")}}
+    rows = _bin_rows(scores, ratios, (0.0, 0.3, 0.6))
+    assert [row["samples"] for row in rows] == [1, 1]
