@@ -1,4 +1,3 @@
-import csv
 import json
 import shutil
 
@@ -6,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.dataset import MANIFEST, read_manifest, sha256_file, write_manifest
+from pipeline.data.dataset import MANIFEST, read_manifest, write_manifest
 from pipeline.data.validation import DataValidationError
 from pipeline.stages import generate, validate
 from pipeline.stages.common import Paths
