@@ -147,4 +147,4 @@ def test_flow_registers_into_a_newly_chosen_store_without_retraining(project, tm
     assert "Stages run: register" in result.stdout
     champion = MlflowClient(tracking_uri=shared_store, registry_uri=shared_store).get_model_version_by_alias(
         "deocclusion", "champion")
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
