@@ -14,8 +14,8 @@ from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import count_parameters, create_model
 from pipeline.registry.tracking import tracked_run
 from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
-from pipeline.stages.training import (build_feature_extractor, build_inpainter, effective_loss_weights, fit,
-                                      log_training_outputs)
+from pipeline.stages.training import (build_feature_extractor, build_inpainter, checkpoint_kwargs,
+                                      effective_loss_weights, fit, log_training_outputs)
 from pipeline.training.inpainter import InpainterModule
 
 logger = logging.getLogger(__name__)
@@ -41,12 +41,7 @@ def run(cfg: Config) -> Path:
         module = InpainterModule(net, section.optimizer, weights, discriminator, features, section.adversarial_loss)
         history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         net.eval()
-        stored_kwargs = dict(kwargs)
-        if stored_kwargs.get("pretrained") and getattr(getattr(net, "traresnet", None), "freeze_stem", False):
-            stored_kwargs["freeze_stem"] = True  # rebuilt without the ImageNet file, still only the last stages train
-        if "pretrained" in stored_kwargs:
-            stored_kwargs["pretrained"] = False
-        save_checkpoint(paths.inpainter, net, section.arch, stored_kwargs, "inpainter",
+        save_checkpoint(paths.inpainter, net, section.arch, checkpoint_kwargs(net, kwargs), "inpainter",
                         resolution=resolution, mlflow_run_id=mlflow_run.info.run_id)
         checkpoints = [paths.inpainter]
         if discriminator is not None:

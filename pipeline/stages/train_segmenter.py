@@ -12,7 +12,7 @@ from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import count_parameters
 from pipeline.registry.tracking import tracked_run
 from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
-from pipeline.stages.training import build_segmenter, fit, log_training_outputs
+from pipeline.stages.training import build_segmenter, checkpoint_kwargs, fit, log_training_outputs
 from pipeline.training.segmenter import SegmenterModule
 
 logger = logging.getLogger(__name__)
@@ -31,10 +31,9 @@ def run(cfg: Config) -> Path:
         module = SegmenterModule(net, section.optimizer, section.loss_weights, section.threshold, section.opening_kernel)
         history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         net.eval()
-        # Stored without `pretrained`: the trained weights replace whatever it started from.
-        save_checkpoint(paths.segmenter, net, section.arch, {**kwargs, "pretrained": False} if "pretrained" in kwargs else kwargs,
-                        "segmenter", resolution=resolution, threshold=section.threshold,
-                        opening_kernel=section.opening_kernel, mlflow_run_id=mlflow_run.info.run_id)
+        save_checkpoint(paths.segmenter, net, section.arch, checkpoint_kwargs(net, kwargs), "segmenter",
+                        resolution=resolution, threshold=section.threshold, opening_kernel=section.opening_kernel,
+                        mlflow_run_id=mlflow_run.info.run_id)
         shown = resize_split(val.select(0, 8), resolution)
         predicted = predict_masks(net, shown.occluded_image, section.threshold, None, section.opening_kernel)
         final = log_training_outputs([paths.segmenter], history, paths.training_reports / "segmenter_history.csv",

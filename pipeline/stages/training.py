@@ -37,6 +37,18 @@ def _accepts_var_kwargs(builder: Any) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(builder).parameters.values())
 
 
+def checkpoint_kwargs(net: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that rebuild a trained network from its checkpoint: never `pretrained` (the
+    trained weights replace the ImageNet ones, whose file need not exist where it is loaded), but
+    a stem frozen because it was pretrained stays frozen (TraResNet)."""
+    rebuilt = dict(kwargs)
+    if rebuilt.get("pretrained"):
+        rebuilt["pretrained"] = False
+        if any(getattr(module, "freeze_stem", False) for module in net.modules()):
+            rebuilt["freeze_stem"] = True
+    return rebuilt
+
+
 def build_segmenter(section: SegmenterConfig) -> tuple[nn.Module, dict[str, Any]]:
     kwargs = network_kwargs(section.arch, section.arch_kwargs, section.pretrained, "segmenter")
     return create_model(section.arch, "segmenter", **kwargs), kwargs

@@ -116,3 +116,18 @@ def test_pretrained_weights_present_are_loaded_and_early_stages_frozen(torch_hom
     torch.testing.assert_close(trunk.stem[0].weight, weights["conv1.weight"])
     assert not any(p.requires_grad for p in trunk.stem.parameters())
     assert all(p.requires_grad for p in trunk.stages.parameters())
+
+
+def test_checkpoint_arguments_keep_a_pretrained_stem_frozen(torch_home):
+    from torchvision.models import resnet50
+
+    from pipeline.stages.training import checkpoint_kwargs
+
+    weight_file("resnet50").parent.mkdir(parents=True)
+    torch.save(resnet50().state_dict(), weight_file("resnet50"))
+    kwargs = {**tiny_arch_kwargs("ifacenet"), "resnet_layers": [3, 4, 6, 3], "resnet_width_per_group": 64, "pretrained": True}
+    rebuilt_kwargs = checkpoint_kwargs(create_model("ifacenet", **kwargs), kwargs)
+    assert rebuilt_kwargs["pretrained"] is False and rebuilt_kwargs["freeze_stem"] is True
+    weight_file("resnet50").unlink()  # the rebuild must not need the ImageNet file
+    rebuilt = create_model("ifacenet", **rebuilt_kwargs)
+    assert not any(p.requires_grad for p in rebuilt.traresnet.stem.parameters())
