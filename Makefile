@@ -25,7 +25,7 @@ run: $(STAMP)
 	$(BIN)/deocclude run
 
 repro: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/deocclude repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,5 @@
-"""`deocclude <command>`: the pipeline stages dvc.yaml runs, the model list, the Prefect flow, and predict."""
+"""`deocclude <command>`: the pipeline stages dvc.yaml runs, the whole pipeline (Prefect flow or
+`dvc repro` under one MLflow parent run), the model list, the dvc.yaml check, and predict."""
 
 from __future__ import annotations
 
@@ -6,38 +7,70 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PARAMS_FILE, ConfigError, load_config
+from pipeline.config import PARAMS_FILE, RESOLVED_PARAMS_FILE, ConfigError, load_config, resolved_params_text
+from pipeline.errors import DeoccludeError
+from pipeline.stages import STAGES, command_name
 
 logger = logging.getLogger("deocclude")
 
-STAGES: dict[str, str] = {
-    "generate": "pipeline.stages.generate",
-    "validate": "pipeline.stages.validate",
-    "train-segmenter": "pipeline.stages.train_segmenter",
-    "train-inpainter": "pipeline.stages.train_inpainter",
-    "finetune": "pipeline.stages.finetune",
-    "evaluate": "pipeline.stages.evaluate",
-    "register": "pipeline.stages.register",
-}
 EXIT_FAILURE, EXIT_BAD_INPUT = 1, 2
 
 
-class BadInput(Exception):
+class BadInput(DeoccludeError):
     """An input file the user named cannot be used; the message names it."""
 
 
-def _run_stage(name: str) -> Callable[[argparse.Namespace], int]:
+def _check_resolved_params(params: Path) -> None:
+    """DVC records a stage's params from params.resolved.yaml: refuse to run on values it did not see."""
+    resolved = params.resolve().parent / RESOLVED_PARAMS_FILE
+    if resolved.is_file() and resolved.read_text() != resolved_params_text(params):
+        raise ConfigError(f"{resolved}: out of date with {params.name}; run `dvc repro resolve_params` "
+                          "(or the whole pipeline) so DVC tracks the values this stage would use")
+
+
+def _run_stage(stage: str) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         import importlib
 
-        importlib.import_module(STAGES[name]).run(load_config(args.params))
+        if stage != "resolve_params":
+            _check_resolved_params(Path(args.params))
+        importlib.import_module(f"pipeline.stages.{stage}").run(load_config(args.params))
         return 0
 
     return command
+
+
+def _dvc_sync(args: argparse.Namespace) -> int:
+    from pipeline.stages.code_deps import sync_dvc_yaml
+
+    root = Path(args.params).resolve().parent
+    problems = sync_dvc_yaml(root, write=not args.check)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"{root / 'dvc.yaml'}: stages and code deps match the code")
+    return EXIT_FAILURE if problems else 0
+
+
+def _repro(args: argparse.Namespace) -> int:
+    """`dvc repro` under one MLflow parent run, with this interpreter running the stages."""
+    import subprocess
+
+    from pipeline.config import PARENT_RUN_ENV
+    from pipeline.stages.common import pipeline_execution
+
+    cfg = load_config(args.params)
+    with pipeline_execution(cfg, "dvc") as (run_id, _):
+        env = {**os.environ, PARENT_RUN_ENV: run_id, "DEOCCLUDE_PYTHON": sys.executable}
+        result = subprocess.run([sys.executable, "-m", "dvc", "repro", *args.dvc_args], cwd=cfg.root, env=env)
+        if result.returncode != 0:
+            raise DeoccludeError(f"dvc repro failed (exit {result.returncode}); the failing stage is named above")
+    return 0
 
 
 def _list_models(args: argparse.Namespace) -> int:
@@ -50,7 +83,17 @@ def _list_models(args: argparse.Namespace) -> int:
 
 
 def _run_flow(args: argparse.Namespace) -> int:
+    import flows
+
+    # Before Prefect is imported: its terminal output (flows/logging.yml), and no telemetry, whose
+    # heartbeat races the ephemeral server's sqlite database and prints a traceback.
+    os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(flows.__file__).parent / "logging.yml"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.console import EngineChatterFilter
     from flows.pipeline import StageFailed, deocclude_pipeline
+
+    for handler in logging.getLogger().handlers:  # Prefect keeps our terminal handler; it drops its chatter
+        handler.addFilter(EngineChatterFilter())
 
     try:
         summary = deocclude_pipeline(project_dir=str(Path(args.params).resolve().parent))
@@ -103,7 +146,7 @@ def _predict(args: argparse.Namespace) -> int:
             raise BadInput(f"{output}: output must be a .png file")
     import pandas as pd
 
-    from pipeline.registry.models import decode_image, encode_png, load_deocclusion
+    from pipeline.registry.mlflow_models import decode_image, encode_png, load_deocclusion
     from pipeline.registry.tracking import configure_tracking
 
     params = Path(args.params)
@@ -128,10 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: ./params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in STAGES:
-        commands.add_parser(name, help=f"run the {name} stage").set_defaults(handler=_run_stage(name))
+    for stage in STAGES:
+        commands.add_parser(command_name(stage), help=f"run the {stage} stage").set_defaults(handler=_run_stage(stage))
     commands.add_parser("models", help="list registered architectures with parameter counts").set_defaults(handler=_list_models)
     commands.add_parser("run", help="run the whole pipeline as a Prefect flow").set_defaults(handler=_run_flow)
+    repro = commands.add_parser("repro", help="`dvc repro [ARGS]` under one MLflow parent run")
+    repro.add_argument("dvc_args", nargs=argparse.REMAINDER, help="arguments passed to dvc repro")
+    repro.set_defaults(handler=_repro)
+    sync = commands.add_parser("dvc-sync", help="rewrite dvc.yaml's code deps from the stages' imports")
+    sync.add_argument("--check", action="store_true", help="only report differences (exit 1 if any)")
+    sync.set_defaults(handler=_dvc_sync)
     predict = commands.add_parser("predict", help="de-occlude one image with a registered model")
     predict.add_argument("input", help="input image (PNG or JPEG, any size)")
     predict.add_argument("-o", "--output", required=True, help="de-occluded image (.png), same size as the input")
@@ -141,22 +190,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _TerminalFormatter(logging.Formatter):
+    """Progress as plain lines; anything worse than INFO says what and where."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {record.getMessage()}"
+
+
+def configure_logging(verbose: bool) -> None:
+    """Our loggers at INFO (DEBUG with -v); third-party libraries only when something is wrong."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_TerminalFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    for ours in ("pipeline", "flows", "deocclude"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("dvc").propagate = False  # DVC prints through its own handler
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    # Library warnings that are expected here and say nothing a user can act on.
+    for message in ("The specified dataset source can be interpreted in multiple ways",
+                    "Hint: Inferred schema contains integer column", ".*does not have many workers",
+                    ".*log_every_n_steps", "Saving pytorch model by Pickle"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("great_expectations", "lightning.pytorch", "alembic", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("dvc").propagate = False  # DVC prints through its own handler
+    configure_logging(args.verbose)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    from pipeline.data.validation import DataValidationError
-
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         return args.handler(args)
     except BadInput as error:
         print(f"deocclude {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ConfigError, DataValidationError, FileNotFoundError, LookupError) as error:
+    except (DeoccludeError, FileNotFoundError, LookupError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"deocclude {args.command}: error: {message}", file=sys.stderr)
         return EXIT_FAILURE

@@ -11,7 +11,15 @@ from typing import Any
 
 import yaml
 
+from pipeline.errors import DeoccludeError
+
 PARAMS_FILE = "params.yaml"
+# params.yaml with the active profile merged in: what DVC tracks per stage, key by key, so a stage
+# reruns when a value it reads changes under whichever profile set it (written by resolve_params).
+RESOLVED_PARAMS_FILE = "params.resolved.yaml"
+# Set by `deocclude run` / `deocclude repro` for the stage processes DVC starts: their MLflow runs
+# nest under the execution's parent run.
+PARENT_RUN_ENV = "DEOCCLUDE_PARENT_RUN_ID"
 OCCLUDER_TYPES = ("face_mask", "sunglasses", "hand", "hat", "cup", "strokes", "box")
 SEGMENTER_LOSS_TERMS = ("bce", "dice")
 INPAINTER_LOSS_TERMS = ("l1", "hole_l1", "valid_l1", "perceptual", "style", "adversarial")
@@ -21,7 +29,7 @@ TOP_LEVEL_KEYS = ("profile", "profiles", "seed", "data", "validation", "segmente
                   "evaluation", "registry")
 
 
-class ConfigError(ValueError):
+class ConfigError(DeoccludeError, ValueError):
     """params.yaml is missing, malformed, or holds an invalid value."""
 
 
@@ -48,6 +56,22 @@ class OptimizerConfig:
     momentum: float = 0.9
 
 
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """How Lightning runs one training section: hardware, numerics and data loading."""
+
+    precision: str = "32"              # "bf16-mixed": autocast, fp32 weights (CPUs with AVX-512 bf16, GPUs)
+    accelerator: str = "auto"          # cpu | gpu | auto
+    devices: int | str = 1
+    strategy: str = "auto"             # e.g. ddp for several devices or nodes
+    num_nodes: int = 1
+    num_workers: int = 0               # DataLoader worker processes
+    pin_memory: bool = False           # page-locked batches for faster host-to-GPU copies
+
+
 @dataclass(frozen=True)
 class NetworkTrainingConfig:
     """What every trained network's section holds."""
@@ -58,6 +82,7 @@ class NetworkTrainingConfig:
     batch_size: int
     optimizer: OptimizerConfig
     loss_weights: dict[str, float]
+    trainer: TrainerConfig = TrainerConfig()
     resolution: int | None = None      # training resolution; None trains at data.resolution
     pretrained: bool = False
 
@@ -93,6 +118,7 @@ class FinetuneConfig:
     batch_size: int
     optimizer: OptimizerConfig
     loss_weights: dict[str, float] | None = None   # None: the inpainter's
+    trainer: TrainerConfig = TrainerConfig()
 
 
 @dataclass(frozen=True)
@@ -109,6 +135,7 @@ class RegistryConfig:
     experiment: str
     promote_metric: str
     promote_greater_is_better: bool = True
+    parent_run_id: str | None = None   # the pipeline execution's MLflow run, from DEOCCLUDE_PARENT_RUN_ID
 
 
 @dataclass(frozen=True)
@@ -156,11 +183,16 @@ def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 
 
 def _with_optimizer(values: dict[str, Any], section: str, source: Path) -> dict[str, Any]:
+    """The section with its `optimizer` and `trainer` mappings built into their dataclasses."""
     values = dict(values)
     optimizer = dict(values.get("optimizer") or {})
     if "betas" in optimizer:
         optimizer["betas"] = tuple(optimizer["betas"])
     values["optimizer"] = _build(OptimizerConfig, optimizer, f"{section}.optimizer", source)
+    trainer = dict(values.get("trainer") or {})
+    if "precision" in trainer:
+        trainer["precision"] = str(trainer["precision"])
+    values["trainer"] = _build(TrainerConfig, trainer, f"{section}.trainer", source)
     return values
 
 
@@ -200,6 +232,15 @@ def _check(cfg: Config, source: Path) -> None:
                  f"{name}.optimizer.name must be adam or sgd, got {section.optimizer.name!r}")
         _require(section.epochs >= 1, source, f"{name}.epochs must be >= 1, got {section.epochs}")
         _require(section.batch_size >= 1, source, f"{name}.batch_size must be >= 1, got {section.batch_size}")
+        trainer = section.trainer
+        _require(trainer.precision in PRECISIONS, source,
+                 f"{name}.trainer.precision must be one of {list(PRECISIONS)}, got {trainer.precision!r}")
+        _require(trainer.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"), source,
+                 f"{name}.trainer.accelerator must be auto, cpu, gpu, cuda or mps, got {trainer.accelerator!r}")
+        _require(trainer.devices == "auto" or (isinstance(trainer.devices, int) and trainer.devices >= 1), source,
+                 f"{name}.trainer.devices must be an integer >= 1 or 'auto', got {trainer.devices!r}")
+        _require(trainer.num_nodes >= 1, source, f"{name}.trainer.num_nodes must be >= 1, got {trainer.num_nodes}")
+        _require(trainer.num_workers >= 0, source, f"{name}.trainer.num_workers must be >= 0, got {trainer.num_workers}")
     _require(0 < cfg.segmenter.threshold < 1, source, f"segmenter.threshold must be in (0, 1), got {cfg.segmenter.threshold}")
     _require(cfg.inpainter.perceptual_fallback in ("random", "none"), source,
              f"inpainter.perceptual_fallback must be random or none, got {cfg.inpainter.perceptual_fallback!r}")
@@ -236,10 +277,7 @@ def _resolve_tracking_uri(uri: str, base: Path) -> str:
     return uri
 
 
-def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = None) -> Config:
-    """Read params.yaml into a Config; MLFLOW_TRACKING_URI in the environment overrides the store."""
-    source = Path(path).resolve()
-    env = dict(os.environ) if env is None else env
+def _read_params(source: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(source.read_text())
     except FileNotFoundError:
@@ -251,15 +289,43 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
     unknown_keys = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown_keys:
         raise ConfigError(f"{source}: unknown top-level key(s) {unknown_keys}; known: {list(TOP_LEVEL_KEYS)}")
+    return raw
+
+
+def _effective(raw: dict[str, Any], source: Path) -> tuple[str, dict[str, Any]]:
     profiles = raw.get("profiles") or {}
     profile = raw.get("profile", "quick")
     if profile not in profiles:
         raise ConfigError(f"{source}: profile '{profile}' is not defined under 'profiles' (defined: {', '.join(profiles) or 'none'})")
-    effective = merge_overrides({k: v for k, v in raw.items() if k not in ("profile", "profiles")}, profiles[profile] or {})
+    return str(profile), merge_overrides({k: v for k, v in raw.items() if k not in ("profile", "profiles")}, profiles[profile] or {})
+
+
+def resolve_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as the active profile makes it: `profile` plus every section with the overrides merged."""
+    source = Path(path).resolve()
+    profile, effective = _effective(_read_params(source), source)
+    load_config(source, env={})  # refuse to resolve params that would not load
+    return {"profile": profile, **effective}
+
+
+def resolved_params_text(path: str | Path = PARAMS_FILE) -> str:
+    source = Path(path).resolve()
+    header = (f"# Written by the resolve_params stage from {source.name} (profile merged in); do not edit.\n"
+              "# DVC tracks each stage's keys here, so only the stages whose values change rerun.\n")
+    return header + yaml.safe_dump(resolve_params(source), sort_keys=False, default_flow_style=None, width=110)
+
+
+def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = None) -> Config:
+    """Read params.yaml into a Config; MLFLOW_TRACKING_URI in the environment overrides the store."""
+    source = Path(path).resolve()
+    env = dict(os.environ) if env is None else env
+    raw = _read_params(source)
+    profile, effective = _effective(raw, source)
     base = source.parent
     registry_raw = dict(_section(effective, "registry", source))
     env_uri = env.get("MLFLOW_TRACKING_URI")
     registry_raw["tracking_uri"] = env_uri or _resolve_tracking_uri(str(registry_raw.get("tracking_uri", "")), base)
+    registry_raw["parent_run_id"] = env.get(PARENT_RUN_ENV) or None
     artifact_root = registry_raw.get("artifact_root")
     # A tracking server owns its artifact store; only a local store gets our artifacts folder.
     local_store = not registry_raw["tracking_uri"].startswith(("http://", "https://", "databricks"))

@@ -72,6 +72,7 @@ def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "bin", root / "bin")
     write_params(root, tiny_params(overrides))
     (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
     run = lambda *cmd: subprocess.run(cmd, cwd=root, check=True, capture_output=True, text=True)  # noqa: E731
@@ -79,6 +80,7 @@ def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
     run("git", "config", "user.email", "tests@deocclude.invalid")
     run("git", "config", "user.name", "deocclude tests")
     run(str(BIN / "dvc"), "init", "-q")
+    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "tiny project")
     return root

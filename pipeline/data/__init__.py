@@ -1,0 +1,1 @@
+"""The on-disk dataset, its synthetic generator and its Great Expectations validation."""

@@ -13,11 +13,12 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.data.dataset import SPLITS, read_manifest, sha256_file
+from pipeline.errors import DeoccludeError
 
 SUITE_NAME = "deocclude_dataset"
 
 
-class DataValidationError(RuntimeError):
+class DataValidationError(DeoccludeError, RuntimeError):
     """The dataset failed its expectations; the message names each failure with example rows."""
 
 

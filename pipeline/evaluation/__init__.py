@@ -1,0 +1,1 @@
+"""Metrics as pure tensor functions, baselines, and report writing."""

@@ -1,0 +1,1 @@
+"""One module per architecture, registered by name in registry.py."""

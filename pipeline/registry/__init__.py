@@ -1,0 +1,1 @@
+"""Everything MLflow: runs, logged models, registration and promotion by alias."""

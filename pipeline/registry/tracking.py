@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
+import pandas as pd
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
 
 from pipeline.config import RegistryConfig
 
@@ -32,15 +36,65 @@ def configure_tracking(cfg: RegistryConfig) -> str:
     return experiment_id
 
 
+@dataclass(frozen=True)
+class DatasetInput:
+    """A dataset version as MLflow records it: its manifest table, where it lives, and its DVC hash."""
+
+    manifest: pd.DataFrame
+    source: str
+    digest: str
+    name: str
+
+
+def _log_dataset(dataset: DatasetInput, context: str) -> None:
+    frame = mlflow.data.from_pandas(dataset.manifest, source=dataset.source, name=dataset.name, digest=dataset.digest)
+    mlflow.log_input(frame, context=context, tags={"dvc_md5": dataset.digest})
+
+
 @contextmanager
-def tracked_run(cfg: RegistryConfig, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run in the configured experiment, closed as FAILED if the body raises."""
+def tracked_run(cfg: RegistryConfig, run_name: str, tags: dict[str, str], params: dict[str, Any],
+                dataset: DatasetInput | None = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run in the configured experiment, nested under the pipeline execution's run when
+    there is one, closed as FAILED if the body raises."""
     configure_tracking(cfg)
-    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+    with mlflow.start_run(run_name=run_name, tags=tags, parent_run_id=cfg.parent_run_id) as run:
         if params:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        logger.info("MLflow run %s (%s) at %s", run.info.run_id, run_name, cfg.tracking_uri)
+        if dataset is not None:
+            _log_dataset(dataset, run_name)
+        logger.debug("MLflow run %s (%s) at %s", run.info.run_id, run_name, cfg.tracking_uri)
         yield run
+
+
+def start_pipeline_run(cfg: RegistryConfig, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+    """Open the parent run of one pipeline execution; stage runs nest under it. Returns its id."""
+    experiment_id = configure_tracking(cfg)
+    run = MlflowClient().create_run(experiment_id, tags={**tags, "mlflow.runName": run_name})
+    for key, value in params.items():
+        MlflowClient().log_param(run.info.run_id, key, str(value)[:500])
+    logger.debug("MLflow parent run %s (%s) at %s", run.info.run_id, run_name, cfg.tracking_uri)
+    return run.info.run_id
+
+
+def finish_pipeline_run(cfg: RegistryConfig, run_id: str, succeeded: bool, metrics: dict[str, float],
+                        tags: dict[str, str], dataset: DatasetInput | None = None) -> None:
+    """Record what the execution produced on its parent run and close it."""
+    configure_tracking(cfg)
+    with mlflow.start_run(run_id=run_id):
+        if metrics:
+            mlflow.log_metrics({name: float(value) for name, value in metrics.items()})
+        if tags:
+            mlflow.set_tags(tags)
+        if dataset is not None:
+            _log_dataset(dataset, "pipeline")
+    MlflowClient().set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+
+
+def run_url(cfg: RegistryConfig, run_id: str, experiment_id: str) -> str | None:
+    """The run's page on a tracking server; None for a local store."""
+    if cfg.tracking_uri.startswith(("http://", "https://")):
+        return f"{cfg.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return None
 
 
 def lightning_logger(cfg: RegistryConfig, run_id: str) -> MLFlowLogger:
@@ -50,6 +104,10 @@ def lightning_logger(cfg: RegistryConfig, run_id: str) -> MLFlowLogger:
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({name: float(value) for name, value in metrics.items()}, step=step)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)
 
 
 def log_artifact(path: Path, artifact_path: str | None = None) -> None:

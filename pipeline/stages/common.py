@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import yaml
 
 from pipeline.config import Config
+from pipeline.data.dataset import MANIFEST, sha256_file
+
+if TYPE_CHECKING:
+    from pipeline.registry.tracking import DatasetInput
 
 
 @dataclass(frozen=True)
@@ -38,17 +44,9 @@ class Paths:
         return self.models / "segmenter.pt"
 
     @property
-    def inpainter_dir(self) -> Path:
-        return self.models / "inpainter"
-
-    @property
     def inpainter(self) -> Path:
-        return self.inpainter_dir / "generator.pt"
-
-    @property
-    def discriminator(self) -> Path:
-        """Present only when the inpainter trains adversarially."""
-        return self.inpainter_dir / "discriminator.pt"
+        """The inpainter trained on ground-truth masks, with its discriminator when adversarial."""
+        return self.models / "inpainter.pt"
 
     @property
     def finetuned_inpainter(self) -> Path:
@@ -86,11 +84,18 @@ def write_text(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+# What decides a model: a change here, committed or not, makes the recorded commit `-dirty`. Not
+# dvc.lock or params.resolved.yaml, which the pipeline itself rewrites as it runs.
+SOURCE_PATHS = ("pipeline", "flows", "bin", "dvc.yaml", "params.yaml", "pyproject.toml")
+
+
 def git_commit(root: Path) -> str:
-    """HEAD's commit, suffixed `-dirty` when tracked files differ from it; `unknown` outside git."""
+    """HEAD's commit, suffixed `-dirty` when the code or params differ from it (edited, staged or
+    new files under SOURCE_PATHS); `unknown` outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        present = [path for path in SOURCE_PATHS if (root / path).exists()]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *present], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -113,3 +118,65 @@ def data_version(root: Path, dataset: Path) -> str:
 
 def provenance_tags(cfg: Config, stage: str) -> dict[str, str]:
     return {"stage": stage, "git_commit": git_commit(cfg.root), "params_hash": cfg.params_hash}
+
+
+def dataset_input(cfg: Config) -> DatasetInput:
+    """The dataset as an MLflow input, identified by its DVC hash (the manifest's sha256 when the
+    stage runs outside DVC, so nothing is recorded under a hash DVC never computed)."""
+    import pandas as pd
+
+    from pipeline.registry.tracking import DatasetInput
+
+    dataset = Paths(cfg.root).dataset
+    manifest = dataset / MANIFEST
+    try:
+        digest = data_version(cfg.root, dataset)
+    except FileNotFoundError:
+        digest = f"manifest-sha256:{sha256_file(manifest)}"
+    return DatasetInput(pd.read_csv(manifest), str(dataset), digest, dataset.name)
+
+
+@contextmanager
+def stage_run(cfg: Config, stage: str, params: dict[str, Any]) -> Iterator[Any]:
+    """The stage's MLflow run: provenance tags, the dataset input, nested under the execution's run."""
+    from pipeline.registry.tracking import tracked_run
+
+    with tracked_run(cfg.registry, stage, provenance_tags(cfg, stage), params, dataset_input(cfg)) as run:
+        yield run
+
+
+def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flat_metrics(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+@contextmanager
+def pipeline_execution(cfg: Config, orchestrator: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """One execution of the pipeline as one MLflow parent run: yields its id (the stages nest under
+    it through PARENT_RUN_ENV) and a dict of tags to add; closes it with the evaluation metrics, the
+    registered version and the dataset input, or as FAILED."""
+    from pipeline.registry.tracking import finish_pipeline_run, start_pipeline_run
+
+    paths = Paths(cfg.root)
+    run_id = start_pipeline_run(cfg.registry, "pipeline", {
+        "git_commit": git_commit(cfg.root), "profile": cfg.profile, "params_hash": cfg.params_hash,
+        "orchestrator": orchestrator}, {"profile": cfg.profile, "params_hash": cfg.params_hash})
+    tags: dict[str, str] = {}
+    try:
+        yield run_id, tags
+    except BaseException:
+        finish_pipeline_run(cfg.registry, run_id, False, {}, tags)
+        raise
+    metrics_path = paths.evaluation / "metrics.json"
+    metrics = _flat_metrics(json.loads(metrics_path.read_text())) if metrics_path.is_file() else {}
+    if paths.registration.is_file():
+        registration = json.loads(paths.registration.read_text())
+        tags.update({"data_version": registration["data_version"], "deocclusion_version": registration["model_uri"],
+                     "deocclusion_alias": registration["alias"]})
+    dataset = dataset_input(cfg) if (paths.dataset / MANIFEST).is_file() else None
+    finish_pipeline_run(cfg.registry, run_id, True, metrics, tags, dataset)

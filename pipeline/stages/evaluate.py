@@ -15,8 +15,8 @@ from pipeline.evaluation.metrics import inpainting_metrics, segmentation_metrics
 from pipeline.evaluation.report import markdown_table, save_grid, write_csv
 from pipeline.evaluation.telea import telea_inpaint
 from pipeline.models.checkpoint import load_checkpoint
-from pipeline.registry.tracking import log_artifact, log_metrics, tracked_run
-from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json, write_text
+from pipeline.registry.tracking import log_artifact, log_metrics
+from pipeline.stages.common import Paths, seed_everything, stage_run, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +51,15 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     """Metrics of every method on the test split, plus the tensors the report's grid shows."""
     paths = Paths(cfg.root)
     test = load_split(paths.dataset, "test")
-    segmenter, segmenter_meta = load_checkpoint(paths.segmenter)
-    finetuned, inpainter_meta = load_checkpoint(paths.finetuned_inpainter)
+    segmenter, seg = load_checkpoint(paths.segmenter)
+    finetuned, inp = load_checkpoint(paths.finetuned_inpainter)
     base_inpainter, _ = load_checkpoint(paths.inpainter)
-    seg, inp = segmenter_meta["metadata"], inpainter_meta["metadata"]
-    resolution = int(inp["resolution"])
+    resolution = inp.resolution
     scores: dict[str, dict[str, list[torch.Tensor]]] = {method: {} for method in METHODS}
     segmentation: dict[str, list[torch.Tensor]] = {}
     grid: list[torch.Tensor] = []
     for part in test.chunks(EVALUATION_BATCH):
-        predicted_mask = predict_masks(segmenter, part.occluded_image, float(seg["threshold"]), int(seg["resolution"]),
-                                       int(seg.get("opening_kernel", 0)))
+        predicted_mask = predict_masks(segmenter, part.occluded_image, seg.threshold, seg.resolution, seg.opening_kernel)
         outputs = {
             "end_to_end": inpaint(finetuned, part.occluded_image, predicted_mask, resolution),
             "before_finetune": inpaint(base_inpainter, part.occluded_image, predicted_mask, resolution),
@@ -83,7 +81,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     for method, values in per_image.items():
         metrics[method] = {k: round(float(v.mean()), 5) for k, v in values.items()}
     return {"metrics": metrics, "bins": _bin_rows(per_image, test.mask_ratio, cfg.evaluation.mask_ratio_bins),
-            "grid": grid, "architectures": {"segmenter": segmenter_meta["arch"], "inpainter": inpainter_meta["arch"]}}
+            "grid": grid, "architectures": {"segmenter": seg.arch, "inpainter": inp.arch}}
 
 
 def render_report(cfg: Config, result: dict[str, Any], grid_name: str) -> str:
@@ -132,7 +130,7 @@ def run(cfg: Config) -> dict[str, Any]:
     write_csv(result["bins"], paths.evaluation / "by_mask_ratio.csv")
     write_text(paths.evaluation / "report.md", render_report(cfg, result, grid.name))
     write_json(paths.evaluation / "metrics.json", result["metrics"])
-    with tracked_run(cfg.registry, "evaluate", provenance_tags(cfg, "evaluate"), {"test_samples": result["metrics"]["test_samples"]}):
+    with stage_run(cfg, "evaluate", {"test_samples": result["metrics"]["test_samples"]}):
         log_metrics({f"{group}.{name}": value for group, values in result["metrics"].items()
                      if isinstance(values, dict) for name, value in values.items()})
         for name in ("report.md", "samples.png", "by_mask_ratio.csv", "metrics.json"):

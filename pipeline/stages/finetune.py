@@ -4,14 +4,14 @@ segmenter's predicted masks, with the inpainter's losses (paper 000, section IV)
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.config import Config, as_flat_dict
 from pipeline.data.dataset import load_split, resize_split
 from pipeline.deocclusion import inpaint, predict_masks
-from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.registry.tracking import tracked_run
-from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
+from pipeline.models.checkpoint import load_checkpoint, load_discriminator, save_checkpoint
+from pipeline.stages.common import Paths, seed_everything, stage_run, write_json
 from pipeline.stages.training import build_feature_extractor, effective_loss_weights, fit, log_training_outputs
 from pipeline.training.inpainter import JointFinetuneModule
 
@@ -22,30 +22,31 @@ def run(cfg: Config) -> Path:
     seed_everything(cfg.seed)
     paths = Paths(cfg.root)
     section = cfg.finetune
-    segmenter, segmenter_meta = load_checkpoint(paths.segmenter)
-    inpainter, inpainter_meta = load_checkpoint(paths.inpainter)
-    discriminator = load_checkpoint(paths.discriminator)[0].train() if paths.discriminator.is_file() else None
-    resolution = int(inpainter_meta["metadata"]["resolution"])
+    segmenter, segmenter_settings = load_checkpoint(paths.segmenter)
+    inpainter, inpainter_settings = load_checkpoint(paths.inpainter)
+    discriminator = load_discriminator(paths.inpainter).train() if inpainter_settings.adversarial else None
+    resolution = inpainter_settings.resolution
     train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
-    threshold = float(segmenter_meta["metadata"]["threshold"])
-    segmenter_resolution = int(segmenter_meta["metadata"]["resolution"])
-    opening_kernel = int(segmenter_meta["metadata"].get("opening_kernel", 0))
+    threshold = segmenter_settings.threshold
+    segmenter_resolution = segmenter_settings.resolution
+    opening_kernel = segmenter_settings.opening_kernel
     features = build_feature_extractor(cfg.inpainter, cfg.seed)
     weights = effective_loss_weights(section.loss_weights or cfg.inpainter.loss_weights, features is not None,
                                      discriminator is not None)
     params = {**as_flat_dict(section, "finetune."), "seed": cfg.seed, "profile": cfg.profile,
-              "segmenter.arch": segmenter_meta["arch"], "inpainter.arch": inpainter_meta["arch"],
+              "segmenter.arch": segmenter_settings.arch, "inpainter.arch": inpainter_settings.arch,
               "segmenter.threshold": threshold, "effective_loss_weights": weights,
               "perceptual.backbone": f"vgg19-{cfg.inpainter.perceptual_weights}" if features else "none"}
-    with tracked_run(cfg.registry, "finetune", provenance_tags(cfg, "finetune"), params) as mlflow_run:
+    with stage_run(cfg, "finetune", params) as mlflow_run:
         module = JointFinetuneModule(inpainter.train(), segmenter, section.optimizer, weights, threshold,
                                      segmenter_resolution, opening_kernel, discriminator=discriminator, feature_extractor=features,
                                      adversarial_loss=cfg.inpainter.adversarial_loss)
         history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         inpainter.eval()
-        save_checkpoint(paths.finetuned_inpainter, inpainter, inpainter_meta["arch"], inpainter_meta["arch_kwargs"],
-                        "inpainter", **{**inpainter_meta["metadata"], "mlflow_run_id": mlflow_run.info.run_id,
-                                        "finetuned_on_segmenter": segmenter_meta["arch"]})
+        # The fine-tuned inpainter ships without its discriminator: nothing downstream trains it.
+        settings = replace(inpainter_settings, training_run_id=mlflow_run.info.run_id, discriminator_arch=None,
+                           discriminator_kwargs={}, finetuned_on_segmenter=segmenter_settings.arch)
+        save_checkpoint(paths.finetuned_inpainter, inpainter, settings)
         shown = resize_split(val.select(0, 8), resolution)
         predicted = predict_masks(segmenter, shown.occluded_image, threshold, segmenter_resolution, opening_kernel)
         output = inpaint(inpainter, shown.occluded_image, predicted)

@@ -12,10 +12,10 @@ from PIL import Image
 from pipeline.config import Config
 from pipeline.data.dataset import read_manifest
 from pipeline.models.checkpoint import load_checkpoint
-from pipeline.registry.models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, log_deocclusion_model,
+from pipeline.registry.mlflow_models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, log_deocclusion_model,
                                       log_network, promote, register)
-from pipeline.registry.tracking import log_metrics, tracked_run
-from pipeline.stages.common import Paths, data_version, provenance_tags, write_json
+from pipeline.registry.tracking import log_metrics, set_tags
+from pipeline.stages.common import Paths, data_version, provenance_tags, stage_run, write_json
 from pipeline.stages.evaluate import metric_value
 
 logger = logging.getLogger(__name__)
@@ -29,32 +29,29 @@ def run(cfg: Config) -> dict[str, Any]:
     metrics = json.loads(metrics_path.read_text())
     score = metric_value(metrics, cfg.registry.promote_metric, metrics_path)
     tags = {**provenance_tags(cfg, "register"), "data_version": data_version(cfg.root, paths.dataset)}
-    segmenter, segmenter_meta = load_checkpoint(paths.segmenter)
-    inpainter, inpainter_meta = load_checkpoint(paths.finetuned_inpainter)
+    segmenter, segmenter_settings = load_checkpoint(paths.segmenter)
+    inpainter, inpainter_settings = load_checkpoint(paths.finetuned_inpainter)
     example_row = next(row for row in read_manifest(paths.dataset) if row["split"] == "test")
     example_image: np.ndarray = np.asarray(Image.open(paths.dataset / example_row["image_path"]).convert("RGB"))
     version_tags = {key: tags[key] for key in ("git_commit", "data_version", "params_hash")}
-    with tracked_run(cfg.registry, "register", tags, {"promote_metric": cfg.registry.promote_metric}) as mlflow_run:
+    with stage_run(cfg, "register", {"promote_metric": cfg.registry.promote_metric}) as mlflow_run:
+        set_tags({"data_version": tags["data_version"]})
         log_metrics({cfg.registry.promote_metric: score})
         segmenter_uri = log_network(segmenter, SEGMENTER_MODEL)
         inpainter_uri = log_network(inpainter, INPAINTER_MODEL)
-        seg = segmenter_meta["metadata"]
-        deocclusion_uri = log_deocclusion_model(paths.segmenter, paths.finetuned_inpainter, {
-            "segmenter_resolution": int(seg["resolution"]), "threshold": float(seg["threshold"]),
-            "opening_kernel": int(seg.get("opening_kernel", 0)),
-            "inpainter_resolution": int(inpainter_meta["metadata"]["resolution"])}, example_image)
+        deocclusion_uri = log_deocclusion_model(paths.segmenter, paths.finetuned_inpainter, example_image)
         versions = {
             SEGMENTER_MODEL: register(segmenter_uri, SEGMENTER_MODEL,
-                                      {**version_tags, "arch": segmenter_meta["arch"],
-                                       "training_run_id": segmenter_meta["metadata"]["mlflow_run_id"]}),
+                                      {**version_tags, "arch": segmenter_settings.arch,
+                                       "training_run_id": segmenter_settings.training_run_id}),
             INPAINTER_MODEL: register(inpainter_uri, INPAINTER_MODEL,
-                                      {**version_tags, "arch": inpainter_meta["arch"],
-                                       "training_run_id": inpainter_meta["metadata"]["mlflow_run_id"]}),
+                                      {**version_tags, "arch": inpainter_settings.arch,
+                                       "training_run_id": inpainter_settings.training_run_id}),
         }
         versions[DEOCCLUSION_MODEL] = register(
             deocclusion_uri, DEOCCLUSION_MODEL,
             {**version_tags, "segmenter_version": versions[SEGMENTER_MODEL], "inpainter_version": versions[INPAINTER_MODEL]},
-            description=f"{segmenter_meta['arch']} + {inpainter_meta['arch']} (fine-tuned on predicted masks); "
+            description=f"{segmenter_settings.arch} + {inpainter_settings.arch} (fine-tuned on predicted masks); "
                         f"{cfg.registry.promote_metric} = {score:.4f}")
         decision = promote(DEOCCLUSION_MODEL, versions[DEOCCLUSION_MODEL], cfg.registry.promote_metric, score,
                            cfg.registry.promote_greater_is_better)

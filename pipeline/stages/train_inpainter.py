@@ -4,16 +4,14 @@ adversarially when a discriminator is configured."""
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from pipeline.config import Config, as_flat_dict
 from pipeline.data.dataset import load_split, resize_split
 from pipeline.deocclusion import inpaint
-from pipeline.models.checkpoint import save_checkpoint
+from pipeline.models.checkpoint import NetworkSettings, save_checkpoint
 from pipeline.models.registry import count_parameters, create_model
-from pipeline.registry.tracking import tracked_run
-from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
+from pipeline.stages.common import Paths, seed_everything, stage_run, write_json
 from pipeline.stages.training import (build_feature_extractor, build_inpainter, checkpoint_kwargs,
                                       effective_loss_weights, fit, log_training_outputs)
 from pipeline.training.inpainter import InpainterModule
@@ -24,7 +22,6 @@ logger = logging.getLogger(__name__)
 def run(cfg: Config) -> Path:
     seed_everything(cfg.seed)
     paths = Paths(cfg.root)
-    shutil.rmtree(paths.inpainter_dir, ignore_errors=True)  # no discriminator left from an earlier config
     section = cfg.inpainter
     resolution = section.resolution or cfg.data.resolution
     train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
@@ -37,17 +34,16 @@ def run(cfg: Config) -> Path:
               "parameters": count_parameters(net), "training_resolution": resolution,
               "perceptual.backbone": f"vgg19-{section.perceptual_weights}" if features else "none",
               "effective_loss_weights": weights}
-    with tracked_run(cfg.registry, "train_inpainter", provenance_tags(cfg, "train_inpainter"), params) as mlflow_run:
+    with stage_run(cfg, "train_inpainter", params) as mlflow_run:
         module = InpainterModule(net, section.optimizer, weights, discriminator, features, section.adversarial_loss)
         history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         net.eval()
-        save_checkpoint(paths.inpainter, net, section.arch, checkpoint_kwargs(net, kwargs), "inpainter",
-                        resolution=resolution, mlflow_run_id=mlflow_run.info.run_id)
+        settings = NetworkSettings(
+            section.arch, checkpoint_kwargs(net, kwargs), "inpainter", resolution, mlflow_run.info.run_id,
+            discriminator_arch=section.discriminator.arch if section.discriminator else None,
+            discriminator_kwargs=dict(section.discriminator.arch_kwargs) if section.discriminator else {})
+        save_checkpoint(paths.inpainter, net, settings, discriminator.eval() if discriminator is not None else None)
         checkpoints = [paths.inpainter]
-        if discriminator is not None:
-            save_checkpoint(paths.discriminator, discriminator.eval(), section.discriminator.arch,
-                            section.discriminator.arch_kwargs, "discriminator", mlflow_run_id=mlflow_run.info.run_id)
-            checkpoints.append(paths.discriminator)
         shown = resize_split(val.select(0, 8), resolution)
         output = inpaint(net, shown.occluded_image, shown.occluder_mask)
         final = log_training_outputs(checkpoints, history, paths.training_reports / "inpainter_history.csv",

@@ -8,10 +8,9 @@ from pathlib import Path
 from pipeline.config import Config, as_flat_dict
 from pipeline.data.dataset import load_split, resize_split
 from pipeline.deocclusion import predict_masks
-from pipeline.models.checkpoint import save_checkpoint
+from pipeline.models.checkpoint import NetworkSettings, save_checkpoint
 from pipeline.models.registry import count_parameters
-from pipeline.registry.tracking import tracked_run
-from pipeline.stages.common import Paths, provenance_tags, seed_everything, write_json
+from pipeline.stages.common import Paths, seed_everything, stage_run, write_json
 from pipeline.stages.training import build_segmenter, checkpoint_kwargs, fit, log_training_outputs
 from pipeline.training.segmenter import SegmenterModule
 
@@ -27,13 +26,14 @@ def run(cfg: Config) -> Path:
     net, kwargs = build_segmenter(section)
     params = {**as_flat_dict(section, "segmenter."), "seed": cfg.seed, "profile": cfg.profile,
               "parameters": count_parameters(net), "training_resolution": resolution}
-    with tracked_run(cfg.registry, "train_segmenter", provenance_tags(cfg, "train_segmenter"), params) as mlflow_run:
+    with stage_run(cfg, "train_segmenter", params) as mlflow_run:
         module = SegmenterModule(net, section.optimizer, section.loss_weights, section.threshold, section.opening_kernel)
         history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
         net.eval()
-        save_checkpoint(paths.segmenter, net, section.arch, checkpoint_kwargs(net, kwargs), "segmenter",
-                        resolution=resolution, threshold=section.threshold, opening_kernel=section.opening_kernel,
-                        mlflow_run_id=mlflow_run.info.run_id)
+        settings = NetworkSettings(section.arch, checkpoint_kwargs(net, kwargs), "segmenter", resolution,
+                                   mlflow_run.info.run_id, threshold=section.threshold,
+                                   opening_kernel=section.opening_kernel)
+        save_checkpoint(paths.segmenter, net, settings)
         shown = resize_split(val.select(0, 8), resolution)
         predicted = predict_masks(net, shown.occluded_image, section.threshold, None, section.opening_kernel)
         final = log_training_outputs([paths.segmenter], history, paths.training_reports / "segmenter_history.csv",

@@ -1,0 +1,1 @@
+"""LightningModules, one per task, training networks handed to them."""

@@ -3,7 +3,6 @@ import subprocess
 import pytest
 import torch
 
-from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.registry import count_parameters, create_model, list_models
 from tests.conftest import BIN, tiny_arch_kwargs
 
@@ -61,17 +60,6 @@ def test_unknown_name_lists_the_registered_ones():
 def test_task_mismatch_is_refused():
     with pytest.raises(KeyError, match="unknown segmenter architecture 'unet-inpainter'"):
         create_model("unet-inpainter", task="segmenter")
-
-
-def test_checkpoint_rebuilds_the_same_network(tmp_path):
-    kwargs = tiny_arch_kwargs("sa-unet")
-    net = create_model("sa-unet", **kwargs).eval()
-    save_checkpoint(tmp_path / "seg.pt", net, "sa-unet", kwargs, "segmenter", threshold=0.5)
-    restored, meta = load_checkpoint(tmp_path / "seg.pt")
-    image = torch.rand(1, 3, 64, 64)
-    torch.testing.assert_close(restored(image), net(image))
-    assert meta["metadata"]["threshold"] == 0.5 and count_parameters(restored) == count_parameters(net)
-    assert not (tmp_path / "seg.pt.partial").exists()
 
 
 def test_models_cli_lists_every_architecture_with_its_parameter_count():

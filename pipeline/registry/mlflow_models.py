@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import math
@@ -50,12 +51,10 @@ class DeocclusionModel(mlflow.pyfunc.PythonModel):
         from pipeline.deocclusion import Deoccluder
         from pipeline.models.checkpoint import load_checkpoint
 
-        segmenter, _ = load_checkpoint(Path(context.artifacts["segmenter"]))
-        inpainter, _ = load_checkpoint(Path(context.artifacts["inpainter"]))
-        config = context.model_config or {}
-        self.deoccluder = Deoccluder(segmenter, inpainter, int(config["segmenter_resolution"]),
-                                     int(config["inpainter_resolution"]), float(config["threshold"]),
-                                     int(config.get("opening_kernel", 0)))
+        segmenter, segmenter_settings = load_checkpoint(Path(context.artifacts["segmenter"]))
+        inpainter, inpainter_settings = load_checkpoint(Path(context.artifacts["inpainter"]))
+        self.deoccluder = Deoccluder(segmenter, inpainter, segmenter_settings.resolution, inpainter_settings.resolution,
+                                     segmenter_settings.threshold, segmenter_settings.opening_kernel)
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -69,26 +68,26 @@ class DeocclusionModel(mlflow.pyfunc.PythonModel):
 
 def log_network(net: nn.Module, name: str) -> str:
     """Log a torch network to the active run; returns its model URI."""
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # its warning on pickle is the choice below
     # Pickled, not pt2: an exported graph would need fixed example shapes, and inputs vary in size.
     info = mlflow.pytorch.log_model(net, name=name, code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS,
                                     serialization_format="pickle")
     return info.model_uri
 
 
-def log_deocclusion_model(segmenter_checkpoint: Path, inpainter_checkpoint: Path, config: dict[str, Any],
-                          example_image: np.ndarray) -> str:
-    """Log the end-to-end pyfunc, with signature and input example, to the active run.
-
-    config: segmenter_resolution, inpainter_resolution, threshold, opening_kernel."""
+def log_deocclusion_model(segmenter_checkpoint: Path, inpainter_checkpoint: Path, example_image: np.ndarray) -> str:
+    """Log the end-to-end pyfunc, with signature and input example, to the active run; the two
+    checkpoints carry their own settings (resolutions, threshold, clean-up)."""
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # its warning on pickling python_model is this choice
     example = pd.DataFrame({"image": [encode_png(example_image)]})
     model = DeocclusionModel()
     model.load_context(mlflow.pyfunc.PythonModelContext(
-        artifacts={"segmenter": str(segmenter_checkpoint), "inpainter": str(inpainter_checkpoint)}, model_config=config))
+        artifacts={"segmenter": str(segmenter_checkpoint), "inpainter": str(inpainter_checkpoint)}, model_config={}))
     signature = infer_signature(example, model.predict(None, example))
     info = mlflow.pyfunc.log_model(
         name=DEOCCLUSION_MODEL, python_model=DeocclusionModel(),
         artifacts={"segmenter": str(segmenter_checkpoint), "inpainter": str(inpainter_checkpoint)},
-        model_config=config, code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS,
+        code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS,
         signature=signature, input_example=example,
     )
     return info.model_uri
@@ -96,7 +95,10 @@ def log_deocclusion_model(segmenter_checkpoint: Path, inpainter_checkpoint: Path
 
 def register(model_uri: str, name: str, tags: dict[str, str], description: str = "") -> str:
     """Register model_uri as a new version of `name`, tagged; returns the version number."""
-    version = mlflow.register_model(model_uri, name, tags=tags)
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):  # MLflow prints "Successfully registered ..." itself
+        version = mlflow.register_model(model_uri, name, tags=tags)
+    logger.debug(printed.getvalue().strip())
     if description:
         MlflowClient().update_model_version(name, version.version, description=description)
     return str(version.version)

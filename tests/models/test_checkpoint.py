@@ -1,0 +1,52 @@
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pipeline.models.checkpoint import (CheckpointError, NetworkSettings, load_checkpoint, load_discriminator,
+                                        read_settings, save_checkpoint)
+from pipeline.models.registry import count_parameters, create_model
+from tests.conftest import tiny_arch_kwargs
+
+
+def test_checkpoint_rebuilds_the_same_network_with_typed_settings(tmp_path):
+    kwargs = tiny_arch_kwargs("sa-unet")
+    net = create_model("sa-unet", **kwargs).eval()
+    settings = NetworkSettings("sa-unet", kwargs, "segmenter", 64, "run-1", threshold=0.4, opening_kernel=7)
+    save_checkpoint(tmp_path / "seg.pt", net, settings)
+    restored, loaded = load_checkpoint(tmp_path / "seg.pt")
+    image = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(restored(image), net(image))
+    assert loaded == settings and read_settings(tmp_path / "seg.pt") == settings
+    assert count_parameters(restored) == count_parameters(net)
+    assert not (tmp_path / "seg.pt.partial").exists()
+
+
+def test_adversarial_inpainter_carries_its_discriminator(tmp_path):
+    inpainter = create_model("unet-inpainter", **tiny_arch_kwargs("unet-inpainter"))
+    discriminator = create_model("patchgan", **tiny_arch_kwargs("patchgan"))
+    settings = NetworkSettings("unet-inpainter", tiny_arch_kwargs("unet-inpainter"), "inpainter", 32, "run-2",
+                               discriminator_arch="patchgan", discriminator_kwargs=tiny_arch_kwargs("patchgan"))
+    save_checkpoint(tmp_path / "inp.pt", inpainter, settings, discriminator)
+    assert read_settings(tmp_path / "inp.pt").adversarial
+    restored = load_discriminator(tmp_path / "inp.pt")
+    image = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(restored(image), discriminator.eval()(image))
+
+    plain = replace(settings, discriminator_arch=None, discriminator_kwargs={})
+    save_checkpoint(tmp_path / "plain.pt", inpainter, plain)
+    with pytest.raises(CheckpointError, match="not trained adversarially"):
+        load_discriminator(tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="no discriminator was given"):
+        save_checkpoint(tmp_path / "bad.pt", inpainter, settings)
+
+
+def test_older_layout_is_refused_with_a_clear_error(tmp_path):
+    net = create_model("unet-small", **tiny_arch_kwargs("unet-small"))
+    old = tmp_path / "segmenter.pt"
+    torch.save({"arch": "unet-small", "arch_kwargs": {}, "task": "segmenter", "metadata": {"threshold": 0.5},
+                "state_dict": net.state_dict()}, old)
+    with pytest.raises(CheckpointError, match=rf"{old}: checkpoint layout 1 .* older deocclude: retrain"):
+        load_checkpoint(old)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
