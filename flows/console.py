@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import re
 
-ENGINE_CHATTER = re.compile(r"^(Finished in state Completed\(\)|Beginning (flow|subflow) run|Created (task|flow) run"
+ENGINE_CHATTER = re.compile(r"(^|- )(Finished in state Completed\(\)|Beginning (flow|subflow) run|Created (task|flow) run"
                             r"|Executing |View at |Running task)")
 
 
 class EngineChatterFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not ENGINE_CHATTER.match(record.getMessage())
+        return not ENGINE_CHATTER.search(record.getMessage())

@@ -39,7 +39,9 @@ def _run_stage(stage: str) -> Callable[[argparse.Namespace], int]:
 
         if stage != "resolve_params":
             _check_resolved_params(Path(args.params))
-        importlib.import_module(f"pipeline.stages.{stage}").run(load_config(args.params))
+        stage_module = importlib.import_module(f"pipeline.stages.{stage}")
+        quiet_libraries()  # after the import: some libraries set their loggers' levels when imported
+        stage_module.run(load_config(args.params))
         return 0
 
     return command
@@ -199,6 +201,11 @@ class _TerminalFormatter(logging.Formatter):
         return f"{record.levelname} {record.name}: {record.getMessage()}"
 
 
+def quiet_libraries() -> None:
+    for library in ("great_expectations", "alembic", "httpx"):
+        logging.getLogger(library).setLevel(logging.WARNING)
+
+
 def configure_logging(verbose: bool) -> None:
     """Our loggers at INFO (DEBUG with -v); third-party libraries only when something is wrong."""
     handler = logging.StreamHandler()
@@ -209,7 +216,7 @@ def configure_logging(verbose: bool) -> None:
     for ours in ("pipeline", "flows", "deocclude"):
         logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("dvc").propagate = False  # DVC prints through its own handler
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    quiet_libraries()
     logging.captureWarnings(True)
     # Library warnings that are expected here and say nothing a user can act on.
     for message in ("The specified dataset source can be interpreted in multiple ways",

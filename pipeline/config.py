@@ -126,6 +126,8 @@ class EvaluationConfig:
     grid_samples: int
     mask_ratio_bins: tuple[float, ...]
     telea_radius: int = 3
+    batch_size: int = 32               # images per forward pass: bounds memory at the papers' resolutions
+    device: str = "auto"               # auto (cuda when available) | cpu | cuda | cuda:N
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,9 @@ def _check(cfg: Config, source: Path) -> None:
     _require(len(bins) >= 2 and all(a < b for a, b in zip(bins, bins[1:])) and 0 <= bins[0] and bins[-1] <= 1, source,
              f"evaluation.mask_ratio_bins must be >= 2 strictly increasing edges in [0, 1], got {list(bins)}")
     _require(cfg.evaluation.grid_samples >= 1, source, f"evaluation.grid_samples must be >= 1, got {cfg.evaluation.grid_samples}")
+    _require(cfg.evaluation.batch_size >= 1, source, f"evaluation.batch_size must be >= 1, got {cfg.evaluation.batch_size}")
+    _require(cfg.evaluation.device in ("auto", "cpu") or cfg.evaluation.device.startswith("cuda"), source,
+             f"evaluation.device must be auto, cpu, cuda or cuda:N, got {cfg.evaluation.device!r}")
     _require(cfg.evaluation.telea_radius >= 1, source, f"evaluation.telea_radius must be >= 1, got {cfg.evaluation.telea_radius}")
     _require(cfg.validation.max_failing_examples >= 1, source,
              f"validation.max_failing_examples must be >= 1, got {cfg.validation.max_failing_examples}")

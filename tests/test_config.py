@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from pipeline.config import ConfigError, load_config
@@ -50,9 +52,11 @@ def test_sa_unet_profile_uses_paper_003_settings(tmp_path):
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "paper-sa-unet"
-    seg = load_config(write_params(tmp_path, params), env={}).segmenter
+    cfg = load_config(write_params(tmp_path, params), env={})
+    seg = cfg.segmenter
     assert (seg.arch, seg.resolution, seg.batch_size, seg.optimizer.lr, seg.optimizer.betas, seg.opening_kernel) == \
         ("sa-unet", 128, 8, 0.0002, (0.5, 0.999), 7)
+    assert round(cfg.data.count * cfg.data.splits["train"]) == 14000  # paper 003 trains on 14,000 images
 
 
 @pytest.mark.parametrize("override, message", [
@@ -80,3 +84,28 @@ def test_bad_values_name_the_file_and_the_key(tmp_path, override, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="params.yaml: file not found"):
         load_config(tmp_path / "params.yaml")
+
+
+def test_resolved_params_merge_the_active_profile_and_nothing_else(tmp_path):
+    from tests.conftest import REPO
+    import yaml
+
+    from pipeline.config import resolve_params
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "paper"
+    resolved = resolve_params(write_params(tmp_path, params))
+    assert resolved["profile"] == "paper" and "profiles" not in resolved
+    assert resolved["finetune"]["optimizer"]["lr"] == 0.00001 and resolved["segmenter"]["resolution"] == 640
+    assert resolved["registry"] == params["registry"]  # what the profile does not name comes from the base
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"segmenter": {"trainer": {"precision": "fp8"}}}, "segmenter.trainer.precision must be one of"),
+    ({"finetune": {"trainer": {"devices": 0}}}, "finetune.trainer.devices must be an integer >= 1 or 'auto'"),
+    ({"inpainter": {"trainer": {"gpus": 2}}}, "unknown key(s) in 'inpainter.trainer': gpus"),
+    ({"evaluation": {"device": "tpu"}}, "evaluation.device must be auto, cpu, cuda or cuda:N"),
+])
+def test_trainer_and_device_settings_are_checked(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write_params(tmp_path, tiny_params(override)), env={})

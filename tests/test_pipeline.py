@@ -1,6 +1,7 @@
 """The whole pipeline on a tiny config: Prefect flow over DVC stages into a real MLflow registry."""
 
 import json
+import shutil
 import subprocess
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import BIN, deocclude, make_project, project_env, tiny_params, write_params
+from tests.conftest import BIN, REPO, deocclude, make_project, project_env, tiny_params, write_params
 
 
 def dvc(root, *args):
@@ -21,7 +22,7 @@ def project(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("pipeline") / "project")
     result = deocclude(root, "run")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return root, result.stdout
+    return root, result.stdout + result.stderr
 
 
 def mlflow_client(root):
@@ -67,12 +68,48 @@ def test_training_runs_log_params_epoch_metrics_checkpoint_and_samples(project):
     assert client.get_metric_history(inpainter_run.info.run_id, "train/adversarial")
 
 
-def test_second_run_skips_every_stage(project):
+def test_second_run_skips_every_stage_though_python_wrote_bytecode(project):
     root, _ = project
+    assert list((root / "pipeline").rglob("__pycache__/*.pyc")), "the stages ran with bytecode writing on"
     result = deocclude(root, "run")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Stages run: none" in result.stdout
     assert "up to date" in dvc(root, "status").stdout
+
+
+def test_one_execution_is_one_parent_run_with_the_stage_runs_and_the_dataset(project):
+    root, _ = project
+    client = mlflow_client(root)
+    experiment = client.get_experiment_by_name("deocclude")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    parent = next(run for run in runs if run.info.run_name == "pipeline")
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert {run.info.run_name for run in children} == {"train_segmenter", "train_inpainter", "finetune", "evaluate",
+                                                       "register"}
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    data_md5 = next(o["md5"] for o in lock["stages"]["generate"]["outs"] if o["path"] == "data/synthetic")
+    datasets = parent.inputs.dataset_inputs
+    assert [d.dataset.digest for d in datasets] == [data_md5]
+    assert parent.data.tags["data_version"] == data_md5 and parent.info.status == "FINISHED"
+    assert parent.data.metrics["end_to_end.psnr_masked"] == pytest.approx(
+        json.loads((root / "reports/eval/metrics.json").read_text())["end_to_end"]["psnr_masked"])
+    training = next(run for run in children if run.info.run_name == "train_segmenter")
+    assert [d.dataset.digest for d in training.inputs.dataset_inputs] == [data_md5]
+
+
+def test_a_fresh_clone_registers_a_clean_commit(project):
+    root, _ = project
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    version = mlflow_client(root).get_model_version("deocclusion", "1")
+    assert version.tags["git_commit"] == head  # the pipeline rewrote dvc.lock; that is not a code change
+
+
+def test_the_console_shows_stages_and_summary_without_tracebacks(project):
+    _, stdout_and_stderr = project
+    assert "Traceback" not in stdout_and_stderr and "database is locked" not in stdout_and_stderr
+    for stage in ("generate", "train_segmenter", "register"):
+        assert stdout_and_stderr.count(f"stage {stage}: ran") == 1
+    assert "Finished in state" not in stdout_and_stderr and "💡" not in stdout_and_stderr
 
 
 def test_evaluation_report_and_metrics_are_dvc_outputs(project):
@@ -116,6 +153,8 @@ def test_changing_a_training_param_reruns_only_downstream_stages(project):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["finetune"]["optimizer"]["lr"] = params["finetune"]["optimizer"]["lr"] * 2
     write_params(root, params)
+    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {"resolve_params"}
+    dvc(root, "repro", "resolve_params")
     stale = json.loads(dvc(root, "status", "--json").stdout)
     assert set(stale) == {"finetune"}  # downstream stages go stale once finetune's output changes
     output = dvc(root, "repro").stdout
@@ -148,3 +187,92 @@ def test_flow_registers_into_a_newly_chosen_store_without_retraining(project, tm
     champion = MlflowClient(tracking_uri=shared_store, registry_uri=shared_store).get_model_version_by_alias(
         "deocclusion", "champion")
     assert str(champion.version) == "1"
+
+
+def copy_project(root, target):
+    """A clone of the project after its run, with its results committed as a user would."""
+    shutil.copytree(root, target, symlinks=True)
+    subprocess.run(["git", "add", "-A"], cwd=target, check=True, capture_output=True)
+    subprocess.run(["git", "commit", "-qm", "pipeline results"], cwd=target, check=True, capture_output=True)
+    return target
+
+
+def readme_block(heading):
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index(heading):]
+    block = section[section.index("```bash") + len("```bash"):]
+    return [line for line in block[:block.index("```")].strip().splitlines() if line.strip()]
+
+
+def ran_stages(output):
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def test_readme_commands_run_as_written_without_the_venv_on_path(project, tmp_path):
+    root = tmp_path / "clone"
+    shutil.copytree(project[0], root, symlinks=True)
+    (root / ".venv").symlink_to(REPO / ".venv")
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(REPO / name, root / name)  # older than .venv/.installed: make installs nothing
+    (root / ".gitignore").write_text((root / ".gitignore").read_text() + "\n/.venv\n")
+    copy_project(root, root)
+    shell = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", "PREFECT_HOME": str(root / ".prefect")}
+    outputs = []
+    for line in readme_block("### Change a parameter and rerun"):
+        result = subprocess.run(["bash", "-c", line], cwd=root, env=shell, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        outputs.append(result.stdout + result.stderr)
+    assert ran_stages(outputs[0]) == {"resolve_params", "finetune", "evaluate", "register"}
+    assert "finetune.optimizer.lr" in outputs[1]
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["evaluation"]["grid_samples"] = 2
+    write_params(root, params)
+    result = subprocess.run(["make", "repro"], cwd=root, env=shell, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert ran_stages(result.stdout) == {"resolve_params", "evaluate"}
+    client = mlflow_client(root)
+    experiment = client.get_experiment_by_name("deocclude")
+    parents = client.search_runs([experiment.experiment_id], "tags.orchestrator = 'dvc'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    evaluate_runs = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert [run.info.run_name for run in evaluate_runs] == ["evaluate"]
+
+
+def test_under_a_profile_a_stage_reruns_only_when_a_value_it_reads_changes(project, tmp_path):
+    root = copy_project(project[0], tmp_path / "clone")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["profile"] = "paper"
+    write_params(root, params)
+    dvc(root, "repro", "resolve_params")
+    dvc(root, "commit", "--force")  # take the outputs as the paper profile's, to watch what goes stale
+    assert "up to date" in dvc(root, "status").stdout
+    params["profiles"]["paper"]["finetune"]["optimizer"]["lr"] = 0.00002
+    write_params(root, params)
+    dvc(root, "repro", "resolve_params")
+    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {"finetune"}
+    params["profiles"]["paper"]["segmenter"]["epochs"] = 19
+    write_params(root, params)
+    dvc(root, "repro", "resolve_params")
+    assert set(json.loads(dvc(root, "status", "--json").stdout)) == {"finetune", "train_segmenter"}
+
+
+def test_an_edited_source_file_makes_the_registered_commit_dirty(project, tmp_path):
+    root = copy_project(project[0], tmp_path / "clone")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    register_stage = root / "pipeline/stages/register.py"
+    register_stage.write_text(register_stage.read_text() + "\n# a local edit\n")
+    result = deocclude(root, "repro")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert ran_stages(result.stdout) == {"register"}
+    assert json.loads((root / "reports/registration.json").read_text())["git_commit"] == f"{head}-dirty"
+
+
+def test_a_stage_refuses_params_that_dvc_has_not_resolved(tmp_path):
+    write_params(tmp_path, tiny_params())
+    assert deocclude(tmp_path, "resolve-params").returncode == 0
+    write_params(tmp_path, tiny_params({"data": {"count": 61}}))
+    result = deocclude(tmp_path, "generate")
+    assert result.returncode == 1
+    assert f"{tmp_path / 'params.resolved.yaml'}: out of date with params.yaml" in result.stderr
+    assert not (tmp_path / "data").exists()
