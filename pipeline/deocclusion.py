@@ -1,7 +1,9 @@
 """End-to-end de-occlusion: occluded image -> predicted occluder mask -> inpainted face.
 
 Each network runs at its own training resolution; images of any size are resized for it and the
-result resized back, the known pixels always taken from the input itself.
+result resized back, the known pixels always taken from the input itself. The networks run on
+whatever device they are on, `batch_size` images at a time; inputs are moved there and results come
+back on the input's device (CPU in evaluation and inference, the GPU inside fine-tuning).
 """
 
 from __future__ import annotations
@@ -34,34 +36,58 @@ def opening(mask: torch.Tensor, kernel: int) -> torch.Tensor:
     return F.max_pool2d(eroded, kernel, stride=1, padding=pad)
 
 
+def network_device(network: nn.Module) -> torch.device:
+    """The device of the network's first parameter or buffer (CPU for one that has neither)."""
+    tensor = next(network.parameters(), None)
+    if tensor is None:
+        tensor = next(network.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _batches(*tensors: torch.Tensor, batch_size: int | None) -> list[tuple[torch.Tensor, ...]]:
+    size = batch_size or len(tensors[0])
+    return list(zip(*(tensor.split(size) for tensor in tensors)))
+
+
 @torch.no_grad()
 def predict_masks(segmenter: nn.Module, occluded_image: torch.Tensor, threshold: float,
-                  resolution: int | None = None, opening_kernel: int = 0) -> torch.Tensor:
-    """(N, 3, H, W) -> binary occluder masks (N, 1, H, W).
+                  resolution: int | None = None, opening_kernel: int = 0, batch_size: int | None = None) -> torch.Tensor:
+    """(N, 3, H, W) -> binary occluder masks (N, 1, H, W), on occluded_image's device.
 
     The clean-up runs at the segmenter's resolution, where its kernel size was chosen."""
+    device = network_device(segmenter)
     size = tuple(occluded_image.shape[-2:])
-    model_input = resize(occluded_image, (resolution, resolution)) if resolution else occluded_image
-    probability = torch.sigmoid(occluder_logits(segmenter(model_input)))
-    if opening_kernel > 1:
-        probability = opening((probability > threshold).float(), opening_kernel)
-        threshold = 0.5
-    return (resize(probability, size) > threshold).float()
+    masks = []
+    for (images,) in _batches(occluded_image, batch_size=batch_size):
+        images = images.to(device)
+        model_input = resize(images, (resolution, resolution)) if resolution else images
+        probability = torch.sigmoid(occluder_logits(segmenter(model_input)).float())
+        cut = threshold
+        if opening_kernel > 1:
+            probability = opening((probability > threshold).float(), opening_kernel)
+            cut = 0.5
+        masks.append((resize(probability, size) > cut).float().to(occluded_image.device))
+    return torch.cat(masks)
 
 
 @torch.no_grad()
 def inpaint(inpainter: nn.Module, occluded_image: torch.Tensor, occluder_mask: torch.Tensor,
-            resolution: int | None = None) -> torch.Tensor:
-    """The inpainted face at the input's size, known pixels from the input."""
+            resolution: int | None = None, batch_size: int | None = None) -> torch.Tensor:
+    """The inpainted face at the input's size, known pixels from the input, on occluded_image's device."""
+    device = network_device(inpainter)
     size = tuple(occluded_image.shape[-2:])
-    if resolution and size != (resolution, resolution):
-        small_image = resize(occluded_image, (resolution, resolution))
-        # Any pixel touched by the occluder counts as hidden at the model's resolution.
-        small_mask = (resize(occluder_mask, (resolution, resolution)) > 0).float()
-        prediction = resize(inpainter(small_image, small_mask), size)
-    else:
-        prediction = inpainter(occluded_image, occluder_mask)
-    return compose_known_pixels(prediction, occluded_image, occluder_mask)
+    outputs = []
+    for images, masks in _batches(occluded_image, occluder_mask, batch_size=batch_size):
+        images, masks = images.to(device), masks.to(device)
+        if resolution and size != (resolution, resolution):
+            small_image = resize(images, (resolution, resolution))
+            # Any pixel touched by the occluder counts as hidden at the model's resolution.
+            small_mask = (resize(masks, (resolution, resolution)) > 0).float()
+            prediction = resize(inpainter(small_image, small_mask).float(), size)
+        else:
+            prediction = inpainter(images, masks).float()
+        outputs.append(compose_known_pixels(prediction, images, masks).to(occluded_image.device))
+    return torch.cat(outputs)
 
 
 @dataclass
@@ -74,6 +100,12 @@ class Deoccluder:
     inpainter_resolution: int
     threshold: float = 0.5
     opening_kernel: int = 0
+
+    def to(self, device: torch.device | str) -> "Deoccluder":
+        """Run both networks on `device`; images still come in and go out as numpy arrays."""
+        self.segmenter.to(device)
+        self.inpainter.to(device)
+        return self
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

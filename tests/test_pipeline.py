@@ -189,12 +189,17 @@ def test_flow_registers_into_a_newly_chosen_store_without_retraining(project, tm
     assert str(champion.version) == "1"
 
 
+def commit_results(root):
+    """Commit dvc.lock and params.resolved.yaml after a run, as a user would."""
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True, capture_output=True)
+    subprocess.run(["git", "commit", "-qm", "pipeline results"], cwd=root, check=True, capture_output=True)
+    return root
+
+
 def copy_project(root, target):
-    """A clone of the project after its run, with its results committed as a user would."""
+    """A clone of the project after its run, with its results committed."""
     shutil.copytree(root, target, symlinks=True)
-    subprocess.run(["git", "add", "-A"], cwd=target, check=True, capture_output=True)
-    subprocess.run(["git", "commit", "-qm", "pipeline results"], cwd=target, check=True, capture_output=True)
-    return target
+    return commit_results(target)
 
 
 def readme_block(heading):
@@ -215,7 +220,7 @@ def test_readme_commands_run_as_written_without_the_venv_on_path(project, tmp_pa
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy2(REPO / name, root / name)  # older than .venv/.installed: make installs nothing
     (root / ".gitignore").write_text((root / ".gitignore").read_text() + "\n/.venv\n")
-    copy_project(root, root)
+    commit_results(root)
     shell = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", "PREFECT_HOME": str(root / ".prefect")}
     outputs = []
     for line in readme_block("### Change a parameter and rerun"):

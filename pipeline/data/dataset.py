@@ -106,39 +106,79 @@ class SplitTensors:
             yield self.select(start, start + size)
 
 
-def load_split(root: Path, split: str) -> SplitTensors:
-    """Load every sample of one split into memory (the datasets here are small)."""
+@dataclass(frozen=True)
+class SplitFiles:
+    """One split as files on disk: ids and manifest facts in memory, pixels decoded only when a
+    sample or a batch is asked for, so even the paper profile's 30,000 images cost a few MB here."""
+
+    root: Path
+    ids: list[str]
+    files: list[tuple[str, str, str, str]]   # (image, clean, mask, label) paths relative to root
+    mask_ratio: torch.Tensor                 # (N,)
+    occluder_type: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, start: int, stop: int) -> SplitTensors:
+        """Samples start..stop-1 decoded into tensors."""
+        indices = range(*slice(start, stop).indices(len(self)))
+        if not indices:
+            raise IndexError(f"{self.root / MANIFEST}: no samples in {start}..{stop - 1} of a split of {len(self)}")
+        decoded = [read_sample(self.root, self.files[index]) for index in indices]
+        return SplitTensors(
+            ids=[self.ids[index] for index in indices],
+            occluded_image=torch.stack([sample[0] for sample in decoded]),
+            clean_image=torch.stack([sample[1] for sample in decoded]),
+            occluder_mask=torch.stack([sample[2] for sample in decoded]),
+            label_map=torch.stack([sample[3] for sample in decoded]),
+            mask_ratio=self.mask_ratio[start:stop],
+            occluder_type=self.occluder_type[start:stop],
+        )
+
+    def chunks(self, size: int) -> Iterator[SplitTensors]:
+        for start in range(0, len(self), size):
+            yield self.select(start, start + size)
+
+
+def read_sample(root: Path, files: tuple[str, str, str, str]) -> tuple[torch.Tensor, ...]:
+    """One sample's (occluded (3, H, W), clean (3, H, W), mask (1, H, W) in {0, 1}, labels (H, W) uint8)."""
+    image, clean, mask, label = (root / relative for relative in files)
+    with Image.open(image) as occluded_png, Image.open(clean) as clean_png, Image.open(mask) as mask_png, \
+            Image.open(label) as label_png:
+        return (image_to_tensor(np.asarray(occluded_png.convert("RGB"))),
+                image_to_tensor(np.asarray(clean_png.convert("RGB"))),
+                torch.from_numpy(np.asarray(mask_png) > 127).float()[None],
+                torch.from_numpy(np.array(label_png, dtype=np.uint8)))
+
+
+def load_split(root: Path, split: str) -> SplitFiles:
+    """One split of the dataset under root, read from its manifest; images are decoded lazily."""
     rows = [row for row in read_manifest(root) if row["split"] == split]
     if not rows:
         raise ValueError(f"{root / MANIFEST}: split '{split}' is empty")
-    occluded = [image_to_tensor(np.asarray(Image.open(root / r["image_path"]).convert("RGB"))) for r in rows]
-    clean = [image_to_tensor(np.asarray(Image.open(root / r["clean_path"]).convert("RGB"))) for r in rows]
-    masks = [torch.from_numpy(np.asarray(Image.open(root / r["mask_path"])) > 127).float()[None] for r in rows]
-    labels = [torch.from_numpy(np.array(Image.open(root / r["label_path"]), dtype=np.uint8)) for r in rows]
-    return SplitTensors(
+    return SplitFiles(
+        root=Path(root),
         ids=[r["id"] for r in rows],
-        occluded_image=torch.stack(occluded),
-        clean_image=torch.stack(clean),
-        occluder_mask=torch.stack(masks),
-        label_map=torch.stack(labels),
+        files=[(r["image_path"], r["clean_path"], r["mask_path"], r["label_path"]) for r in rows],
         mask_ratio=torch.tensor([float(r["mask_ratio"]) for r in rows]),
         occluder_type=[r["occluder_type"] for r in rows],
     )
 
 
 class OcclusionDataset(Dataset):
-    """(occluded image, clean image, occluder mask, label map) of one split, each sample resized to
-    the model's resolution as it is drawn, so a large split is never held at a larger size."""
+    """(occluded image, clean image, occluder mask, label map) of one split, each sample decoded and
+    resized to the model's resolution as it is drawn, so a large split is never held in memory."""
 
-    def __init__(self, tensors: SplitTensors, resolution: int | None = None) -> None:
-        self.tensors = tensors
+    def __init__(self, split: SplitFiles | SplitTensors, resolution: int | None = None) -> None:
+        self.split = split
         self.resolution = resolution
 
     def __len__(self) -> int:
-        return len(self.tensors)
+        return len(self.split)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = resize_split(self.tensors.select(index, index + 1), self.resolution)
+        sample = resize_split(self.split.select(index, index + 1), self.resolution)
         return {
             "occluded_image": sample.occluded_image[0],
             "clean_image": sample.clean_image[0],

@@ -90,3 +90,18 @@ def inpainting_metrics(output: torch.Tensor, clean: torch.Tensor, occluder_mask:
 def segmentation_metrics(predicted_mask: torch.Tensor, true_mask: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"iou": iou(predicted_mask, true_mask), "dice": dice(predicted_mask, true_mask),
             "pixel_accuracy": pixel_accuracy(predicted_mask, true_mask)}
+
+
+def class_confusion(predicted_labels: torch.Tensor, true_labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """(N, H, W) integer label maps -> (classes, 2): per class, pixels in the intersection and in the union."""
+    predicted, true = predicted_labels.long().flatten(), true_labels.long().flatten()
+    rows = []
+    for label in range(classes):
+        p, t = predicted == label, true == label
+        rows.append(torch.stack([(p & t).sum(), (p | t).sum()]))
+    return torch.stack(rows).double()
+
+
+def class_iou(confusion: torch.Tensor) -> torch.Tensor:
+    """(classes, 2) intersection and union counts pooled over a dataset -> IoU per class (classes,)."""
+    return confusion[:, 0] / confusion[:, 1].clamp_min(1)

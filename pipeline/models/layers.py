@@ -40,7 +40,12 @@ class SelfAttention2d(nn.Module):
 
 class BatchInstanceNorm2d(nn.Module):
     """Batch-instance normalisation (Nam & Kim 2018): rho * BN(x) + (1 - rho) * IN(x), rho in [0, 1]
-    learned per channel, then one affine transform."""
+    learned per channel, then one affine transform.
+
+    rho is used as it is in `forward` and clipped to [0, 1] after each optimizer step
+    (`clip_batch_instance_gates`), as in the paper: clamping it in `forward` would zero its gradient
+    at the bounds, so a gate that reached 1 (its initial value) could never move back.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
@@ -51,10 +56,18 @@ class BatchInstanceNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rho = self.rho.clamp(0, 1).view(1, -1, 1, 1)
+        rho = self.rho.view(1, -1, 1, 1)
         instance = F.instance_norm(x, eps=self.eps)
         mixed = rho * self.batch_norm(x) + (1 - rho) * instance
         return mixed * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+@torch.no_grad()
+def clip_batch_instance_gates(network: nn.Module) -> None:
+    """Clip the gate rho of every BatchInstanceNorm2d in `network` to [0, 1], in place."""
+    for module in network.modules():
+        if isinstance(module, BatchInstanceNorm2d):
+            module.rho.clamp_(0, 1)
 
 
 class DepthwiseSeparableConv2d(nn.Module):

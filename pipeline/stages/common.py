@@ -132,7 +132,7 @@ def dataset_input(cfg: Config) -> DatasetInput:
     try:
         digest = data_version(cfg.root, dataset)
     except FileNotFoundError:
-        digest = f"manifest-sha256:{sha256_file(manifest)}"
+        digest = f"manifest-{sha256_file(manifest)[:27]}"  # MLflow keeps at most 36 characters
     return DatasetInput(pd.read_csv(manifest), str(dataset), digest, dataset.name)
 
 

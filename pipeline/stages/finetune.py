@@ -41,7 +41,8 @@ def run(cfg: Config) -> Path:
         module = JointFinetuneModule(inpainter.train(), segmenter, section.optimizer, weights, threshold,
                                      segmenter_resolution, opening_kernel, discriminator=discriminator, feature_extractor=features,
                                      adversarial_loss=cfg.inpainter.adversarial_loss)
-        history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
+        history = fit(module, "finetune", section, train, val, resolution, cfg.seed, cfg.registry, mlflow_run.info.run_id,
+                      paths.models, determined_by={"inpainter": cfg.inpainter}, inputs=[paths.segmenter, paths.inpainter])
         inpainter.eval()
         # The fine-tuned inpainter ships without its discriminator: nothing downstream trains it.
         settings = replace(inpainter_settings, training_run_id=mlflow_run.info.run_id, discriminator_arch=None,

@@ -1,4 +1,8 @@
-"""Stage generate: render the synthetic dataset (PNG files + manifest) from params.data."""
+"""Stage generate: render the synthetic dataset (PNG files + manifest) from params.data.
+
+Mask ratios are stratified per split: each split's samples cycle through the strata of
+[mask_ratio_min, mask_ratio_max] cut at every tenth (paper 000's bins for 0.01..0.6), so every bin
+of the evaluation holds its share of the test split."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.data.dataset import write_manifest, write_sample
-from pipeline.data.synthetic import assign_splits, render_sample
+from pipeline.data.synthetic import assign_splits, render_sample, stratified_mask_ratios
 from pipeline.stages.common import Paths
 
 logger = logging.getLogger(__name__)
@@ -22,9 +26,10 @@ def run(cfg: Config) -> Path:
     partial.mkdir(parents=True)
     data = cfg.data
     splits = assign_splits(data.count, data.splits, cfg.seed)
+    targets = stratified_mask_ratios(splits, data.mask_ratio_min, data.mask_ratio_max, cfg.seed)
     rows = []
-    for index in range(data.count):
-        sample = render_sample(cfg.seed, index, data.resolution, data.occluders, (data.mask_ratio_min, data.mask_ratio_max))
+    for index, (stratum_low, stratum_high, ratio_target) in enumerate(targets):
+        sample = render_sample(cfg.seed, index, data.resolution, data.occluders, (stratum_low, stratum_high), ratio_target)
         rows.append(write_sample(partial, f"{index:06d}", sample, splits[index]))
     write_manifest(partial, rows)
     shutil.rmtree(target, ignore_errors=True)

@@ -36,7 +36,8 @@ def run(cfg: Config) -> Path:
               "effective_loss_weights": weights}
     with stage_run(cfg, "train_inpainter", params) as mlflow_run:
         module = InpainterModule(net, section.optimizer, weights, discriminator, features, section.adversarial_loss)
-        history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
+        history = fit(module, "train_inpainter", section, train, val, resolution, cfg.seed, cfg.registry, mlflow_run.info.run_id,
+                      paths.models)
         net.eval()
         settings = NetworkSettings(
             section.arch, checkpoint_kwargs(net, kwargs), "inpainter", resolution, mlflow_run.info.run_id,

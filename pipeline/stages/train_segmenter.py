@@ -28,7 +28,8 @@ def run(cfg: Config) -> Path:
               "parameters": count_parameters(net), "training_resolution": resolution}
     with stage_run(cfg, "train_segmenter", params) as mlflow_run:
         module = SegmenterModule(net, section.optimizer, section.loss_weights, section.threshold, section.opening_kernel)
-        history = fit(module, train, val, resolution, section.epochs, section.batch_size, cfg.seed, cfg.registry, mlflow_run.info.run_id)
+        history = fit(module, "train_segmenter", section, train, val, resolution, cfg.seed, cfg.registry, mlflow_run.info.run_id,
+                      paths.models)
         net.eval()
         settings = NetworkSettings(section.arch, checkpoint_kwargs(net, kwargs), "segmenter", resolution,
                                    mlflow_run.info.run_id, threshold=section.threshold,

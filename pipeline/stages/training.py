@@ -1,24 +1,33 @@
-"""What the three training stages share: building networks and losses from config, the Trainer,
-and logging to MLflow."""
+"""What the three training stages share: building networks and losses from config, the Trainer
+(best epoch kept, resumable, one progress line per epoch), and logging to MLflow."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
+import shutil
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
-from torch.utils.data import DataLoader
 
-from pipeline.config import ConfigError, InpainterConfig, RegistryConfig, SegmenterConfig
-from pipeline.data.dataset import OcclusionDataset, SplitTensors
+from pipeline.config import ConfigError, FinetuneConfig, InpainterConfig, NetworkTrainingConfig, RegistryConfig, SegmenterConfig
+from pipeline.data.datamodule import OcclusionDataModule
+from pipeline.data.dataset import MANIFEST, SplitFiles, sha256_file
 from pipeline.evaluation.report import save_grid, write_csv
 from pipeline.losses.perceptual import VGG19Features
 from pipeline.models.registry import create_model, list_models
 from pipeline.registry.tracking import lightning_logger, log_artifact, log_metrics
+from pipeline.training.callbacks import AtomicCheckpointIO, EpochProgress
 from pipeline.training.history import EpochHistory
 
 logger = logging.getLogger(__name__)
@@ -78,31 +87,118 @@ def effective_loss_weights(weights: dict[str, float], has_features: bool, has_di
     return kept
 
 
-def fit(module: L.LightningModule, train: SplitTensors, val: SplitTensors, resolution: int, epochs: int, batch_size: int,
-        seed: int, registry: RegistryConfig, run_id: str) -> list[dict[str, float]]:
-    """Train `module` for `epochs` at `resolution`, logging each epoch to the MLflow run; returns the epoch history."""
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(OcclusionDataset(train, resolution), batch_size=batch_size, shuffle=True, generator=generator)
-    val_loader = DataLoader(OcclusionDataset(val, resolution), batch_size=batch_size)
+# Under models/ but outside every stage's outputs: DVC neither removes it before a stage reruns nor
+# takes a killed stage's checkpoints for a finished model.
+RESUME_DIRECTORY = ".resume"
+
+# Lightning's messages that say nothing a user of this pipeline can act on: the loaders' worker
+# count is a param, an epoch here may hold fewer batches than a logging interval, and a resume
+# directory is non-empty by design.
+LIGHTNING_NOISE = (".*does not have many workers", ".*log_every_n_steps", ".*exists and is not empty",
+                   ".*that has Tensor Cores", ".*GPU available but not used", ".*isinstance\\(treespec, LeafSpec\\)",
+                   ".*module\\(s\\) in eval mode")  # frozen by design: VGG19, the fine-tuned-on segmenter
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's device banners and tips (INFO) and its expected warnings off for one fit; its own
+    warnings and errors still show."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [each.level for each in loggers]
+    with warnings.catch_warnings():
+        for message in LIGHTNING_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        # deterministic="warn": name each op without a deterministic CUDA kernel once, not every step.
+        warnings.filterwarnings("once", message=".*does not have a deterministic implementation")
+        for each in loggers:
+            each.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for each, level in zip(loggers, levels):
+                each.setLevel(level)
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    """The per-epoch metrics of one training stage and which epoch's weights it kept."""
+
+    rows: list[dict[str, float]]
+    monitor: str                  # the metric the best epoch was chosen on, e.g. val_iou
+    best_epoch: int
+    resume_dir: Path              # Lightning's checkpoints, removed once the stage's outputs are written
+
+    @property
+    def best(self) -> dict[str, float]:
+        return next(row for row in self.rows if int(row["epoch"]) == self.best_epoch)
+
+
+def training_fingerprint(stage: str, section: NetworkTrainingConfig | FinetuneConfig, resolution: int, seed: int,
+                         dataset: Path, determined_by: dict[str, Any], inputs: Sequence[Path]) -> str:
+    """A hash of everything that decides what a training stage learns, so a resume never continues
+    another configuration: the section (less its loader settings), resolution, seed, the dataset's
+    manifest, any other settings the stage names, and the files it starts from."""
+    settings = asdict(section)
+    settings["trainer"] = {k: v for k, v in settings["trainer"].items() if k not in ("num_workers", "pin_memory")}
+    canonical = json.dumps({"stage": stage, "section": settings, "resolution": resolution, "seed": seed,
+                            "manifest": sha256_file(dataset / MANIFEST), "determined_by": determined_by,
+                            "inputs": [sha256_file(path) for path in inputs]}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | FinetuneConfig, train: SplitFiles,
+        val: SplitFiles, resolution: int, seed: int, registry: RegistryConfig, run_id: str, models_dir: Path,
+        determined_by: dict[str, Any] | None = None, inputs: Sequence[Path] = ()) -> TrainingHistory:
+    """Train `module` for `section.epochs` at `resolution` on `section.trainer`'s hardware, logging each
+    epoch to the MLflow run, and load the best epoch's weights (by `module.monitor`) back into it.
+
+    Lightning's checkpoints (the best epoch and the last) go to `models_dir/.resume/<stage>-<fingerprint>/`,
+    outside the stage's outputs; a run that finds a `last.ckpt` there resumes from it. They are
+    removed by `log_training_outputs`, once the stage's outputs are written."""
+    fingerprint = training_fingerprint(stage, section, resolution, seed, train.root, determined_by or {}, inputs)
+    resume_dir = models_dir / RESUME_DIRECTORY / f"{stage}-{fingerprint}"
+    last = resume_dir / "last.ckpt"
+    hardware = section.trainer
+    data = OcclusionDataModule(train, val, resolution, section.batch_size, seed, hardware.num_workers, hardware.pin_memory)
     history = EpochHistory()
-    trainer = L.Trainer(
-        max_epochs=epochs, accelerator="auto", devices=1, deterministic=True,
-        logger=lightning_logger(registry, run_id), callbacks=[history],
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, log_every_n_steps=1,
-    )
-    trainer.fit(module, train_loader, val_loader)
-    return history.rows
+    with quiet_lightning():
+        best = ModelCheckpoint(dirpath=resume_dir, filename="best", monitor=module.monitor, mode=module.monitor_mode,
+                               save_top_k=1, save_last=True, save_on_train_epoch_end=True,
+                               auto_insert_metric_name=False, enable_version_counter=False)
+        trainer = L.Trainer(
+            max_epochs=section.epochs, precision=hardware.precision, accelerator=hardware.accelerator,
+            devices=hardware.devices, strategy=hardware.strategy, num_nodes=hardware.num_nodes,
+            # "warn", not True: CUDA has no deterministic backward for bilinear upsampling (SOCLNET, IFACENET).
+            deterministic="warn",
+            logger=lightning_logger(registry, run_id), callbacks=[history, EpochProgress(stage, module.monitor), best],
+            plugins=[AtomicCheckpointIO()], default_root_dir=resume_dir,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
+        )
+        if last.is_file():
+            logger.info("%s: resuming from %s", stage, last)
+        trainer.fit(module, datamodule=data, ckpt_path=last if last.is_file() else None)
+    # No best when the metric was never finite (NaN from the first epoch): keep the last epoch then.
+    checkpoint = torch.load(best.best_model_path or last, map_location="cpu", weights_only=False)
+    module.load_state_dict(checkpoint["state_dict"])
+    result = TrainingHistory(history.rows, module.monitor.replace("/", "_"), int(checkpoint["epoch"]), resume_dir)
+    logger.info("%s: keeping epoch %d/%d (%s %.4g)", stage, result.best_epoch + 1, section.epochs, result.monitor,
+                result.best[result.monitor])
+    return result
 
 
-def log_training_outputs(checkpoints: list[Path], history: list[dict[str, float]], history_path: Path,
+def log_training_outputs(checkpoints: list[Path], history: TrainingHistory, history_path: Path,
                          grid_columns: list[torch.Tensor], grid_path: Path) -> dict[str, float]:
-    """Write the history CSV and sample grid, log them, the checkpoints and the last epoch's
-    validation metrics to the active run; return those metrics."""
-    write_csv(history, history_path)
+    """Write the history CSV and sample grid, log them, the checkpoints and the kept (best) epoch's
+    validation metrics to the active run, and drop the resume checkpoints: the stage's model is
+    written. Returns those metrics."""
+    write_csv(history.rows, history_path)
     save_grid(grid_columns, grid_path)
     for path in (*checkpoints, history_path, grid_path):
         log_artifact(path)
-    final = {name: value for name, value in history[-1].items() if name.startswith("val_")}
+    final = {name: value for name, value in history.best.items() if name.startswith("val_")}
+    final["best_epoch"] = float(history.best_epoch)
     log_metrics({f"final_{name}": value for name, value in final.items()})
+    shutil.rmtree(history.resume_dir, ignore_errors=True)
+    with suppress(OSError):
+        history.resume_dir.parent.rmdir()  # only when no other stage's checkpoints are there
     return final

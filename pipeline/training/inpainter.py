@@ -6,6 +6,8 @@ one generator step per batch); without one it is a plain reconstruction model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import torch
 from torch import nn
@@ -17,11 +19,22 @@ from pipeline.losses.perceptual import VGG19Features, perceptual_and_style
 from pipeline.losses.reconstruction import hole_valid_l1, weighted_sum
 from pipeline.models.unet import compose_known_pixels
 from pipeline.config import OptimizerConfig
+from pipeline.models.layers import clip_batch_instance_gates
 from pipeline.training.optim import build_optimizer
 
 
 class InpainterModule(L.LightningModule):
-    """Trains `net(image, mask) -> I'` to restore the clean face under the occluder mask."""
+    """Trains `net(image, mask) -> I'` to restore the clean face under the occluder mask.
+
+    Under bf16-mixed precision the networks run in bf16, the losses in fp32: Gram matrices sum
+    C*H*W products and BCE takes logs, both beyond bf16's 8-bit mantissa.
+    """
+
+    # The epoch kept as the stage's model: the best validation PSNR inside the occluder, the pixels
+    # the inpainter paints and the metric models are promoted on (not the loss, whose adversarial
+    # term measures the discriminator as much as the inpainter).
+    monitor = "val/psnr_masked"
+    monitor_mode = "max"
 
     def __init__(self, net: nn.Module, optimizer: OptimizerConfig, loss_weights: dict[str, float],
                  discriminator: nn.Module | None = None, feature_extractor: VGG19Features | None = None,
@@ -39,11 +52,17 @@ class InpainterModule(L.LightningModule):
         return batch["occluder_mask"]
 
     def reconstruction_terms(self, prediction: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = hole_valid_l1(prediction, clean, mask)
-        terms["l1"] = (prediction - clean).abs().mean()            # L_rec = ||I' - I||_1, eq. 7
-        if self.feature_extractor is not None:
-            terms.update(perceptual_and_style(self.feature_extractor, prediction, clean))
+        prediction, clean, mask = prediction.float(), clean.float(), mask.float()
+        with torch.autocast(self.device.type, enabled=False):
+            terms = hole_valid_l1(prediction, clean, mask)
+            terms["l1"] = (prediction - clean).abs().mean()            # L_rec = ||I' - I||_1, eq. 7
+            if self.feature_extractor is not None:
+                terms.update(perceptual_and_style(self.feature_extractor, prediction, clean))
         return terms
+
+    def _fp32(self, loss: Callable[..., torch.Tensor], *logits: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, enabled=False):
+            return loss(*(value.float() for value in logits))
 
     def _log_terms(self, terms: dict[str, torch.Tensor], loss: torch.Tensor, stage: str, batch_size: int) -> None:
         for name, value in terms.items():
@@ -60,13 +79,13 @@ class InpainterModule(L.LightningModule):
             self._log_terms(terms, loss, "train", batch_size)
             return loss
         generator_optimizer, discriminator_optimizer = self.optimizers()
-        discriminator_loss = self.discriminator_loss(self.discriminator(batch["clean_image"]),
-                                                     self.discriminator(prediction.detach()))
+        discriminator_loss = self._fp32(self.discriminator_loss, self.discriminator(batch["clean_image"]),
+                                        self.discriminator(prediction.detach()))
         discriminator_optimizer.zero_grad()
         self.manual_backward(discriminator_loss)
         discriminator_optimizer.step()
         self.discriminator.requires_grad_(False)  # the generator step must not move D
-        terms["adversarial"] = self.generator_loss(self.discriminator(prediction))
+        terms["adversarial"] = self._fp32(self.generator_loss, self.discriminator(prediction))
         loss = weighted_sum(terms, self.loss_weights)
         generator_optimizer.zero_grad()
         self.manual_backward(loss)
@@ -82,10 +101,14 @@ class InpainterModule(L.LightningModule):
         terms = self.reconstruction_terms(prediction, batch["clean_image"], mask)
         weights = {k: v for k, v in self.loss_weights.items() if k in terms}
         self._log_terms(terms, weighted_sum(terms, weights), "val", prediction.shape[0])
-        inpainted_face = compose_known_pixels(prediction, batch["occluded_image"], mask)
-        scores = inpainting_metrics(inpainted_face, batch["clean_image"], batch["occluder_mask"])
+        inpainted_face = compose_known_pixels(prediction.float(), batch["occluded_image"], mask)
+        with torch.autocast(self.device.type, enabled=False):
+            scores = inpainting_metrics(inpainted_face, batch["clean_image"], batch["occluder_mask"])
         for name in ("psnr", "psnr_masked", "ssim"):
             self.log(f"val/{name}", scores[name].mean(), on_epoch=True, batch_size=prediction.shape[0])
+
+    def on_train_batch_end(self, outputs: object, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        clip_batch_instance_gates(self)  # after the optimizer steps, for networks with batch-instance norm
 
     def configure_optimizers(self) -> torch.optim.Optimizer | list[torch.optim.Optimizer]:
         generator_optimizer = build_optimizer(self.net.parameters(), self.optimizer_settings)

@@ -11,10 +11,15 @@ from pipeline.evaluation.metrics import segmentation_metrics
 from pipeline.losses.reconstruction import weighted_sum
 from pipeline.losses.segmentation import bce_dice, occluder_logits
 from pipeline.config import OptimizerConfig
+from pipeline.models.layers import clip_batch_instance_gates
 from pipeline.training.optim import build_optimizer
 
 
 class SegmenterModule(L.LightningModule):
+    # The epoch kept as the stage's model: the best validation IoU of the predicted occluder mask.
+    monitor = "val/iou"
+    monitor_mode = "max"
+
     def __init__(self, net: nn.Module, optimizer: OptimizerConfig, loss_weights: dict[str, float],
                  threshold: float = 0.5, opening_kernel: int = 0) -> None:
         super().__init__()
@@ -28,8 +33,9 @@ class SegmenterModule(L.LightningModule):
         return self.net(occluded_image)
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        logits = self.net(batch["occluded_image"])
-        terms = bce_dice(logits, batch["occluder_mask"], batch["label_map"])
+        logits = self.net(batch["occluded_image"]).float()
+        with torch.autocast(self.device.type, enabled=False):  # BCE and Dice in fp32 under bf16-mixed
+            terms = bce_dice(logits, batch["occluder_mask"], batch["label_map"])
         loss = weighted_sum(terms, self.loss_weights)
         batch_size = logits.shape[0]
         for name, value in terms.items():
@@ -48,6 +54,9 @@ class SegmenterModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
+
+    def on_train_batch_end(self, outputs: object, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        clip_batch_instance_gates(self.net)  # after the optimizer step (paper 003's SA-UNet)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(self.net.parameters(), self.optimizer_settings)

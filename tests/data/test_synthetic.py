@@ -1,9 +1,19 @@
 import numpy as np
 import pytest
 
-from pipeline.data.synthetic import BACKGROUND, FACE, OCCLUDER, assign_splits, render_sample
+from pipeline.data.synthetic import (
+    BACKGROUND,
+    FACE,
+    OCCLUDER,
+    TEXTURE_FILES,
+    assign_splits,
+    ratio_strata,
+    render_sample,
+    stratified_mask_ratios,
+)
 
 WEIGHTS = {"face_mask": 1, "sunglasses": 1, "hand": 1, "hat": 1, "cup": 1, "strokes": 1, "box": 1}
+PAPER_BINS = [(0.01, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.6)]
 
 
 def test_same_seed_and_index_render_the_same_sample():
@@ -21,20 +31,68 @@ def test_another_seed_renders_another_face():
 
 @pytest.mark.parametrize("kind", sorted(WEIGHTS))
 def test_ground_truth_is_exact_for_every_occluder(kind):
+    variants = {"cup": {"cup", "microphone", "phone"}, "strokes": {"strokes", "hair"}, "box": {"box", "patch"}}
     for index in range(6):
         sample = render_sample(1, index, 64, {kind: 1.0}, (0.03, 0.6))
         mask = sample.occluder_mask > 0
         assert set(np.unique(sample.occluder_mask)) <= {0, 255}
         assert 0.03 <= sample.mask_ratio <= 0.6
         np.testing.assert_array_equal(sample.label_map == OCCLUDER, mask)
+        # Blur, noise and JPEG change the clean image too: outside the occluder the two stay identical.
         np.testing.assert_array_equal(sample.occluded_image[~mask], sample.clean_image[~mask])
         assert (sample.label_map == FACE).any() and (sample.label_map == BACKGROUND).any()
-        assert sample.occluder_type in (kind, "box")
+        assert sample.occluder_type in variants.get(kind, {kind}) | {"box"}
 
 
 def test_mask_ratio_range_is_respected_even_when_narrow():
     ratios = [render_sample(3, i, 64, WEIGHTS, (0.4, 0.45)).mask_ratio for i in range(10)]
     assert all(0.4 <= r <= 0.45 for r in ratios)
+
+
+def test_target_ratio_is_approached():
+    ratios = [render_sample(3, i, 64, WEIGHTS, (0.2, 0.3), target_ratio=0.25).mask_ratio for i in range(8)]
+    assert all(0.2 <= r < 0.3 for r in ratios)
+    assert abs(np.mean(ratios) - 0.25) < 0.02
+
+
+def test_strata_are_paper_000_bins():
+    def rounded(strata):
+        return [(round(low, 6), round(high, 6)) for low, high in strata]
+
+    assert rounded(ratio_strata(0.01, 0.6)) == PAPER_BINS
+    assert rounded(ratio_strata(0.03, 0.25)) == [(0.03, 0.1), (0.1, 0.2), (0.2, 0.25)]
+
+
+def test_every_split_is_stratified_over_the_bins():
+    splits = assign_splits(240, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=42)
+    targets = stratified_mask_ratios(splits, 0.01, 0.6, seed=42)
+    assert targets == stratified_mask_ratios(splits, 0.01, 0.6, seed=42)
+    for split in ("train", "val", "test"):
+        strata = [(round(low, 6), round(high, 6)) for (low, high, _), name in zip(targets, splits) if name == split]
+        counts = [strata.count(b) for b in PAPER_BINS]
+        assert max(counts) - min(counts) <= 1, (split, counts)
+    assert all(low < target < high for low, high, target in targets)
+
+
+def test_rendered_test_split_fills_every_bin():
+    """What the generate stage does: each rendered sample lands in the bin its stratum names."""
+    splits = assign_splits(60, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=3)
+    targets = stratified_mask_ratios(splits, 0.01, 0.6, seed=3)
+    counts = dict.fromkeys(PAPER_BINS, 0)
+    for index, ((low, high, target), split) in enumerate(zip(targets, splits)):
+        if split != "test":
+            continue
+        ratio = render_sample(3, index, 32, WEIGHTS, (low, high), target).mask_ratio
+        assert low <= ratio < high
+        counts[(round(low, 6), round(high, 6))] += 1
+    assert all(count == 2 for count in counts.values())
+
+
+def test_training_textures_hold_out_the_photograph_set():
+    from pipeline.data.photographs import FACE_PHOTOS, OBJECT_PHOTOS
+
+    held_out = {face.relative for face in FACE_PHOTOS} | {relative for _, relative in OBJECT_PHOTOS}
+    assert not held_out & {relative for _, relative in TEXTURE_FILES}
 
 
 def test_splits_are_deterministic_and_never_empty():

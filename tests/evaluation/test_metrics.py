@@ -58,9 +58,18 @@ def test_opening_removes_specks_and_keeps_blocks():
 
 
 def test_last_mask_ratio_bin_includes_its_upper_edge():
-    from pipeline.stages.evaluate import _bin_rows
+    from pipeline.stages.evaluate import METRICS, _bin_rows
 
     ratios = torch.tensor([0.05, 0.6])
-    scores = {"m": {name: torch.tensor([1.0, 2.0]) for name in ("psnr_masked", "ssim_masked", "l1_masked")}}
+    scores = {"m": {name: torch.tensor([1.0, 2.0]) for name in METRICS}}
     rows = _bin_rows(scores, ratios, (0.0, 0.3, 0.6))
     assert [row["samples"] for row in rows] == [1, 1]
+
+
+def test_class_iou_pools_pixels_over_the_set():
+    from pipeline.evaluation.metrics import class_confusion, class_iou
+
+    true = torch.tensor([[[0, 1], [2, 2]]])
+    predicted = torch.tensor([[[0, 1], [1, 2]]])
+    iou_per_class = class_iou(class_confusion(predicted, true, 3))
+    assert iou_per_class.tolist() == [1.0, 0.5, 0.5]

@@ -1,15 +1,27 @@
-"""Stages called directly on a tiny config: reproducible metrics, and the pretrained switch honoured."""
+"""Stages called directly on a tiny config: reproducible metrics, the pretrained switch honoured, the
+best epoch kept, progress logged, and a killed stage resumed."""
 
 import json
+import logging
+import re
 import shutil
+import signal
+import subprocess
+import time
+from dataclasses import replace
 
+import lightning as L
 import pytest
+import torch
 
 from pipeline.config import ConfigError, load_config
+from pipeline.data.dataset import load_split
 from pipeline.models.pretrained import PretrainedWeightsMissing
+from pipeline.registry.tracking import tracked_run
 from pipeline.stages import generate, train_segmenter
 from pipeline.stages.common import Paths
-from tests.conftest import tiny_params, write_params
+from pipeline.stages.training import fit, log_training_outputs, training_fingerprint
+from tests.conftest import BIN, deocclude, make_project, project_env, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +62,100 @@ def test_pretrained_is_refused_for_an_architecture_without_weights(dataset_root,
                                                            "pretrained": True}})
     with pytest.raises(ConfigError, match="'sa-unet' has no pretrained weights"):
         train_segmenter.run(cfg)
+
+
+class ScriptedScore(L.LightningModule):
+    """A one-weight module whose validation score per epoch is given: which epoch is best is known."""
+
+    monitor, monitor_mode = "val/score", "max"
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.scores = scores
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.register_buffer("epochs_trained", torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        loss = (self.weight - batch["occluded_image"].mean()).pow(2).sum()
+        self.log("train/loss", loss, on_epoch=True, on_step=False)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.epochs_trained.fill_(self.current_epoch + 1)
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self.log("val/score", self.scores[self.current_epoch])
+        self.log("val/loss", 1.0 - self.scores[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_fit_keeps_the_best_epoch_logs_one_line_per_epoch_and_honours_the_trainer_section(dataset_root, tmp_path, caplog):
+    cfg = config_in(dataset_root, tmp_path, {"segmenter": {"epochs": 3, "trainer": {"precision": "bf16-mixed"}}})
+    paths = Paths(cfg.root)
+    module = ScriptedScore([0.2, 0.9, 0.5])
+    caplog.set_level(logging.INFO, logger="pipeline")
+    with tracked_run(cfg.registry, "fit-test", {}, {}) as run:
+        history = fit(module, "train_segmenter", cfg.segmenter, load_split(paths.dataset, "train"),
+                      load_split(paths.dataset, "val"), 32, cfg.seed, cfg.registry, run.info.run_id, paths.models)
+        assert history.resume_dir.parent == paths.models / ".resume" and (history.resume_dir / "best.ckpt").is_file()
+        final = log_training_outputs([], history, paths.training_reports / "history.csv", [torch.rand(2, 3, 8, 8)],
+                                     paths.training_reports / "grid.png")
+    assert history.best_epoch == 1 and int(module.epochs_trained) == 2      # the weights of epoch 2 of 3, not the last
+    assert final == pytest.approx({"val_score": 0.9, "val_loss": 0.1, "best_epoch": 1.0})
+    assert len(history.rows) == 3 and len((paths.training_reports / "history.csv").read_text().splitlines()) == 4
+    assert not (paths.models / ".resume").exists()                           # dropped once the outputs are written
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train_segmenter epoch ")]
+    assert len(lines) == 3 and len(set(lines)) == 3
+    assert re.fullmatch(r"train_segmenter epoch 2/3  train_loss \S+  val_loss 0\.1  val_score 0\.9  [\d.]+ s/epoch  ETA \d+ s",
+                        lines[1]), lines[1]
+    assert module.trainer.precision == "bf16-mixed"
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def test_the_resume_key_changes_with_what_is_learned_not_with_the_loader(dataset_root, tmp_path):
+    cfg = config_in(dataset_root, tmp_path)
+    key = lambda section, **kw: training_fingerprint("train_segmenter", section, kw.get("resolution", 32), cfg.seed,  # noqa: E731
+                                                     Paths(cfg.root).dataset, {}, ())
+    base = key(cfg.segmenter)
+    assert key(replace(cfg.segmenter, trainer=replace(cfg.segmenter.trainer, num_workers=4, pin_memory=True))) == base
+    assert key(replace(cfg.segmenter, optimizer=replace(cfg.segmenter.optimizer, lr=0.5))) != base
+    assert key(replace(cfg.segmenter, trainer=replace(cfg.segmenter.trainer, precision="bf16-mixed"))) != base
+    assert key(cfg.segmenter, resolution=64) != base
+
+
+def test_a_killed_training_stage_leaves_no_output_and_the_rerun_resumes(tmp_path):
+    root = make_project(tmp_path / "project", {"segmenter": {"arch": "unet-small", "arch_kwargs": {"width": 4, "depth": 2},
+                                                            "epochs": 6}})
+    # One thread: on a shared 2-core machine torch's two spinning threads make tiny epochs 20x slower.
+    env, paths = project_env(root, OMP_NUM_THREADS="1"), Paths(root)
+    subprocess.run([str(BIN / "dvc"), "repro", "generate"], cwd=root, env=env, check=True, capture_output=True)
+    with open(tmp_path / "killed.log", "w") as log:
+        stage = subprocess.Popen([str(BIN / "deocclude"), "--params", str(root / "params.yaml"), "train-segmenter"],
+                                 cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while not list(paths.models.glob(".resume/train_segmenter-*/last.ckpt")):
+            assert stage.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
+    outputs = [paths.segmenter, *(paths.training_reports / f"segmenter_{name}" for name in
+                                  ("metrics.json", "history.csv", "samples.png"))]
+    assert not [path for path in outputs if path.exists()]
+    [last] = paths.models.glob(".resume/train_segmenter-*/last.ckpt")
+    done = torch.load(last, map_location="cpu", weights_only=False)["epoch"] + 1
+    assert done < 6
+
+    result = deocclude(root, "train-segmenter", env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert f"resuming from {last}" in output
+    epochs = re.findall(r"^train_segmenter epoch (\d+)/6  train_loss \S+  val_loss \S+  val_iou \S+  [\d.]+ s/epoch  ETA .+$",
+                        output, re.MULTILINE)
+    assert [int(epoch) for epoch in epochs] == list(range(done + 1, 7))      # only the epochs left, each once
+    assert all(path.is_file() for path in outputs)
+    assert len((paths.training_reports / "segmenter_history.csv").read_text().splitlines()) == 7  # header + 6
+    assert not (paths.models / ".resume").exists()
+    assert not [noise for noise in ("💡", "GPU available", "Traceback", "Warning", "warn(") if noise in output], output

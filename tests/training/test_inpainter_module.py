@@ -54,3 +54,19 @@ def test_finetune_trains_on_the_segmenters_masks_and_leaves_it_frozen():
     fit_steps(module)
     assert all(torch.equal(a, b) for a, b in zip(before, [p.detach() for p in segmenter.parameters()]))
     assert not segmenter.training
+
+
+def test_the_gan_trains_in_bf16_mixed_on_a_cpu_with_fp32_losses():
+    generator = create_model("ifacenet", **tiny_arch_kwargs("ifacenet"))
+    module = InpainterModule(generator, OptimizerConfig("adam", 1e-3), {"l1": 1.7, "perceptual": 4.0, "style": 3.6,
+                             "adversarial": 4.7}, create_model("patchgan", width=8),
+                             VGG19Features(("relu1_1", "relu2_1"), weights="random"))
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    batch = batches()[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = module.reconstruction_terms(generator(batch["occluded_image"], batch["occluder_mask"]),
+                                            batch["clean_image"], batch["occluder_mask"])
+    assert all(value.dtype == torch.float32 for value in terms.values())
+    trainer.fit(module, DataLoader(batches() * 2, batch_size=None))
+    assert all(torch.isfinite(trainer.callback_metrics[f"train/{name}"]) for name in ("loss", "style", "discriminator"))

@@ -1,0 +1,120 @@
+"""The photograph set: real face photographs that installed packages ship, with objects pasted on.
+
+It measures whether what the models learn on synthetic faces carries over to photographs. Each
+image is a crop around a real face (scikit-image's astronaut and cameraman, matplotlib's Grace
+Hopper) with one object pasted over it: a silhouette from the generator's occluder shapes, filled
+with a crop of a photograph (scikit-image's coffee and chelsea) or a skin tone for a hand. The
+object is pasted with a hard edge, so its mask is exact: the occluded image differs from the
+photograph only where the mask is set. None of these photographs is a training texture
+(`pipeline.data.synthetic.TEXTURE_FILES` holds them out).
+
+The set is a pure function of (resolution, seed): small (tens of images), built in memory in a
+second, so evaluation builds it rather than storing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+from pipeline.data.synthetic import (
+    BACKGROUND,
+    OCCLUDER,
+    SKIN_TONES,
+    FaceLayout,
+    SyntheticSample,
+    _fit_mask,
+    load_photo,
+    package_file,
+    photo_crop,
+)
+
+
+@dataclass(frozen=True)
+class FacePhoto:
+    """A photograph and where its face is, in the photograph's pixels."""
+
+    name: str
+    package: str
+    relative: str
+    cx: float
+    cy: float
+    half_width: float
+    half_height: float
+    eye_y: float
+    eye_dx: float
+    nose_y: float
+    mouth_y: float
+    yaw: float = 0.0
+
+
+FACE_PHOTOS: tuple[FacePhoto, ...] = (
+    FacePhoto("astronaut", "skimage", "data/astronaut.png", cx=222, cy=118, half_width=45, half_height=58,
+              eye_y=103, eye_dx=22, nose_y=125, mouth_y=145),
+    FacePhoto("grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg", cx=265, cy=240, half_width=95,
+              half_height=95, eye_y=190, eye_dx=50, nose_y=232, mouth_y=268),
+    FacePhoto("cameraman", "skimage", "data/camera.png", cx=215, cy=150, half_width=32, half_height=45,
+              eye_y=140, eye_dx=14, nose_y=160, mouth_y=178, yaw=0.8),
+)
+OBJECT_PHOTOS: tuple[tuple[str, str], ...] = (("skimage", "data/coffee.png"), ("skimage", "data/chelsea.png"))
+# One object per image, cycling: masks, hands, cups and phones, glasses, boxes and patches, hats, hair.
+OBJECT_KINDS = ("face_mask", "hand", "cup", "sunglasses", "box", "hand", "cup", "box")
+TARGET_RATIOS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+
+
+@lru_cache(maxsize=4)
+def _photo(package: str, relative: str) -> np.ndarray:
+    return load_photo(package_file(package, relative))
+
+
+@lru_cache(maxsize=1)
+def _object_textures() -> tuple[np.ndarray, ...]:
+    return tuple(load_photo(package_file(package, relative), 256) for package, relative in OBJECT_PHOTOS)
+
+
+def _face_crop(face: FacePhoto, rng: np.random.Generator, resolution: int) -> tuple[np.ndarray, FaceLayout]:
+    """A square crop framing the face as the generator does (face about half the width), resized."""
+    photo = _photo(face.package, face.relative)
+    height, width = photo.shape[:2]
+    side = face.half_width / rng.uniform(0.2, 0.26)
+    left = face.cx - side * rng.uniform(0.42, 0.58)
+    top = face.cy - side * rng.uniform(0.45, 0.55)
+    side = min(side, width, height)
+    left, top = float(np.clip(left, 0, width - side)), float(np.clip(top, 0, height - side))
+    crop = Image.fromarray(photo).resize((resolution, resolution), Image.BICUBIC, box=(left, top, left + side, top + side))
+    scale = resolution / side
+    layout = FaceLayout(cx=(face.cx - left) * scale, cy=(face.cy - top) * scale, half_width=face.half_width * scale,
+                        half_height=face.half_height * scale, eye_y=(face.eye_y - top) * scale, eye_dx=face.eye_dx * scale,
+                        mouth_y=(face.mouth_y - top) * scale, nose_y=(face.nose_y - top) * scale,
+                        skin=np.zeros(3, np.float32), yaw=face.yaw)
+    return np.asarray(crop, dtype=np.uint8), layout
+
+
+def photograph_sample(face: FacePhoto, number: int, resolution: int, seed: int) -> SyntheticSample:
+    """Photograph `face` with object `number` pasted on; label map: occluder or background (the
+    face's own outline is not annotated)."""
+    rng = np.random.default_rng([seed, number, sum(map(ord, face.name))])
+    clean, layout = _face_crop(face, rng, resolution)
+    kind = OBJECT_KINDS[number % len(OBJECT_KINDS)]
+    target = TARGET_RATIOS[number % len(TARGET_RATIOS)]
+    fitted = _fit_mask(kind, rng, layout, resolution, target, (0.02, 0.6))
+    if fitted is None:
+        raise ValueError(f"photograph set: no {kind} of area {target} fits {face.name} at {resolution} px")
+    mask, variant = fitted
+    if variant == "hand":
+        shade = np.linspace(0.85, 1.1, resolution, dtype=np.float32)[None, :, None]
+        texture = SKIN_TONES[rng.integers(len(SKIN_TONES))][None, None, :] * shade * np.ones((resolution, 1, 1))
+    else:
+        texture = photo_crop(rng, resolution, _object_textures(), zoom=(0.3, 0.9))
+    occluded = np.where(mask[..., None], texture.clip(0, 255).astype(np.uint8), clean)
+    return SyntheticSample(occluded_image=occluded, clean_image=clean, occluder_mask=(mask * 255).astype(np.uint8),
+                           label_map=np.where(mask, OCCLUDER, BACKGROUND).astype(np.uint8),
+                           occluder_type=f"{face.name}/{variant}")
+
+
+def build_photograph_set(resolution: int, seed: int = 0, per_face: int = 8) -> list[SyntheticSample]:
+    """per_face objects on each face photograph: len(FACE_PHOTOS) * per_face samples."""
+    return [photograph_sample(face, number, resolution, seed) for face in FACE_PHOTOS for number in range(per_face)]

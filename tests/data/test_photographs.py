@@ -1,0 +1,26 @@
+import numpy as np
+
+from pipeline.data.photographs import FACE_PHOTOS, build_photograph_set
+from pipeline.data.synthetic import OCCLUDER
+
+
+def test_photograph_set_is_deterministic_and_small():
+    first, second = build_photograph_set(48, seed=1), build_photograph_set(48, seed=1)
+    assert 10 <= len(first) <= 60
+    assert len(first) == len(FACE_PHOTOS) * 8
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.occluded_image, b.occluded_image)
+        np.testing.assert_array_equal(a.occluder_mask, b.occluder_mask)
+
+
+def test_pasted_object_masks_are_exact():
+    for sample in build_photograph_set(64, seed=0):
+        mask = sample.occluder_mask > 0
+        assert set(np.unique(sample.occluder_mask)) <= {0, 255}
+        assert sample.occluded_image.shape == sample.clean_image.shape == (64, 64, 3)
+        # Outside the object the photograph is untouched; inside, the pasted pixels replace it.
+        np.testing.assert_array_equal(sample.occluded_image[~mask], sample.clean_image[~mask])
+        changed = (sample.occluded_image != sample.clean_image).any(axis=-1)
+        assert changed[mask].mean() > 0.9, sample.occluder_type
+        np.testing.assert_array_equal(sample.label_map == OCCLUDER, mask)
+        assert 0.02 <= sample.mask_ratio <= 0.6
