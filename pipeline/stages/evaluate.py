@@ -186,7 +186,10 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     segmenter, seg = load_checkpoint(paths.segmenter)
     finetuned, inp = load_checkpoint(paths.finetuned_inpainter)
     base_inpainter, _ = load_checkpoint(paths.inpainter)
-    models = Models(segmenter, finetuned, base_inpainter, seg, inp)
+    device = torch.device("cuda" if cfg.evaluation.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if cfg.evaluation.device == "auto" else cfg.evaluation.device)
+    # The networks run on the configured device; inputs move there batch by batch, results come back.
+    models = Models(segmenter.to(device), finetuned.to(device), base_inpainter.to(device), seg, inp)
     batch_size, radius = cfg.evaluation.batch_size, cfg.evaluation.telea_radius
 
     scored = _score(models, test, batch_size, radius, _spread(test.mask_ratio, cfg.evaluation.grid_samples))
