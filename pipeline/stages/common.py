@@ -145,11 +145,12 @@ def stage_run(cfg: Config, stage: str, params: dict[str, Any]) -> Iterator[Any]:
         yield run
 
 
-def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested metrics as MLflow metric names: {"a": {"b": 1}} -> {"a.b": 1.0}; non-numbers dropped."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
         if isinstance(value, dict):
-            flat.update(_flat_metrics(value, f"{prefix}{key}."))
+            flat.update(flat_metrics(value, f"{prefix}{key}."))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[f"{prefix}{key}"] = float(value)
     return flat
@@ -173,7 +174,7 @@ def pipeline_execution(cfg: Config, orchestrator: str) -> Iterator[tuple[str, di
         finish_pipeline_run(cfg.registry, run_id, False, {}, tags)
         raise
     metrics_path = paths.evaluation / "metrics.json"
-    metrics = _flat_metrics(json.loads(metrics_path.read_text())) if metrics_path.is_file() else {}
+    metrics = flat_metrics(json.loads(metrics_path.read_text())) if metrics_path.is_file() else {}
     if paths.registration.is_file():
         registration = json.loads(paths.registration.read_text())
         tags.update({"data_version": registration["data_version"], "deocclusion_version": registration["model_uri"],

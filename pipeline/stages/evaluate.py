@@ -22,7 +22,7 @@ from pipeline.evaluation.report import markdown_table, save_grid, write_csv
 from pipeline.evaluation.telea import telea_inpaint
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.registry.tracking import log_artifact, log_metrics
-from pipeline.stages.common import Paths, seed_everything, stage_run, write_json, write_text
+from pipeline.stages.common import Paths, flat_metrics, seed_everything, stage_run, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -279,16 +279,6 @@ Columns: occluded input | predicted mask | de-occluded output | ground truth. Te
 """
 
 
-def _flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[f"{prefix}{key}"] = float(value)
-    return flat
-
-
 def run(cfg: Config) -> dict[str, Any]:
     seed_everything(cfg.seed)
     paths = Paths(cfg.root)
@@ -300,7 +290,7 @@ def run(cfg: Config) -> dict[str, Any]:
     write_text(paths.evaluation / "report.md", render_report(cfg, result, grid.name))
     write_json(paths.evaluation / "metrics.json", result["metrics"])
     with stage_run(cfg, "evaluate", {"test_samples": result["metrics"]["test_samples"]}):
-        log_metrics(_flat({k: v for k, v in result["metrics"].items() if k != "checks"}))
+        log_metrics(flat_metrics({k: v for k, v in result["metrics"].items() if k != "checks"}))
         for name in ("report.md", "samples.png", "by_mask_ratio.csv", "metrics.json"):
             log_artifact(paths.evaluation / name, "evaluation")
     failed = [name for name, ok in result["metrics"]["checks"].items() if not ok]
