@@ -1,5 +1,6 @@
 """`deocclude <command>`: the pipeline stages dvc.yaml runs, the whole pipeline (Prefect flow or
-`dvc repro` under one MLflow parent run), the model list, the dvc.yaml check, and predict."""
+`dvc repro` under one MLflow parent run), the model list, the dvc.yaml check, predict, and the
+registry's promote, rollback, history, comparison and reproduction."""
 
 from __future__ import annotations
 
@@ -104,9 +105,14 @@ def _run_flow(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     print(f"Stages run: {', '.join(summary['stages_run']) or 'none (everything up to date)'}")
     print(f"Evaluation report: {summary['report']}")
-    print(f"Champion: models:/deocclusion@champion is version {summary['champion_version']} "
-          f"({summary['metric']} = {summary['champion_value']:.3f}); this run's version {summary['version']} "
-          f"is {summary['alias']}")
+    if summary["champion_version"] is None:
+        print(f"Champion: none; this run's version {summary['version']} is {summary['alias']} "
+              f"(see reports/registration.json for the gate's reason)")
+    else:
+        value = summary["champion_value"]
+        shown = f" ({summary['metric']} = {value:.3f})" if isinstance(value, (int, float)) else ""
+        print(f"Champion: models:/deocclusion@champion is version {summary['champion_version']}{shown}; "
+              f"this run's version {summary['version']} is {summary['alias']}")
     print(f"Tracking store: {summary['tracking_uri']}")
     return 0
 
@@ -141,22 +147,33 @@ def _write_png_atomically(array: Any, path: Path) -> None:
     os.replace(partial, path)
 
 
+def _configure_registry(params: Path, what: str) -> None:
+    """Point MLflow at the project's store (MLFLOW_TRACKING_URI wins), or fail saying why there is none."""
+    from pipeline.registry.tracking import configure_tracking
+
+    if params.is_file():
+        configure_tracking(load_config(params).registry)
+    elif not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise ConfigError(f"{params}: not found, and MLFLOW_TRACKING_URI is not set: no model registry to {what} "
+                          "(run in the project directory or pass --params)")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
 def _predict(args: argparse.Namespace) -> int:
-    image = read_input_image(Path(args.input))
+    source = Path(args.input)
+    if source.is_dir():
+        return _predict_directory(args, source)
+    image = read_input_image(source)
     for output in (args.output, args.mask_out):
         if output and Path(output).suffix.lower() != ".png":
             raise BadInput(f"{output}: output must be a .png file")
     import pandas as pd
 
     from pipeline.registry.mlflow_models import decode_image, encode_png, load_deocclusion
-    from pipeline.registry.tracking import configure_tracking
 
-    params = Path(args.params)
-    if params.is_file():
-        configure_tracking(load_config(params).registry)
-    elif not os.environ.get("MLFLOW_TRACKING_URI"):
-        raise ConfigError(f"{params}: not found, and MLFLOW_TRACKING_URI is not set: no model registry to load "
-                          f"{args.model} from (run in the project directory or pass --params)")
+    _configure_registry(Path(args.params), f"load {args.model} from")
     model = load_deocclusion(args.model)
     result = model.predict(pd.DataFrame({"image": [encode_png(image)]}))
     _write_png_atomically(decode_image(result["image"][0]), Path(args.output))
@@ -166,6 +183,120 @@ def _predict(args: argparse.Namespace) -> int:
         _write_png_atomically(np.asarray(decode_image(result["mask"][0]))[..., 0], Path(args.mask_out))
     print(f"wrote {args.output}" + (f" and {args.mask_out}" if args.mask_out else ""))
     return 0
+
+
+def _predict_directory(args: argparse.Namespace, source: Path) -> int:
+    """Every file in `source` (not recursive): OUTDIR/<stem>.png and OUTDIR/<stem>_mask.png; a bad
+    file is reported with the reason and skipped; exit 2 when any failed."""
+    import numpy as np
+    import pandas as pd
+    from tqdm import tqdm
+
+    from pipeline.registry.mlflow_models import decode_image, encode_png, load_deocclusion
+
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise BadInput(f"{output}: must be a directory when the input is one")
+    files = sorted(path for path in source.iterdir() if not path.name.startswith("."))
+    if not files:
+        raise BadInput(f"{source}: no files to de-occlude")
+    _configure_registry(Path(args.params), f"load {args.model} from")
+    model = load_deocclusion(args.model)
+    failures: list[str] = []
+    written = 0
+    for path in tqdm(files, desc="de-occluding", unit="image", file=sys.stderr, disable=None):
+        try:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise BadInput(f"{path}: not an image file name (expected one of {', '.join(IMAGE_SUFFIXES)})")
+            image = read_input_image(path)
+            result = model.predict(pd.DataFrame({"image": [encode_png(image)]}))
+            _write_png_atomically(decode_image(result["image"][0]), output / f"{path.stem}.png")
+            _write_png_atomically(np.asarray(decode_image(result["mask"][0]))[..., 0], output / f"{path.stem}_mask.png")
+            written += 1
+        except BadInput as error:
+            failures.append(str(error))
+        except Exception as error:  # noqa: BLE001 - one bad image must not stop the others; its reason is reported
+            failures.append(f"{path}: {type(error).__name__}: {error}")
+    print(f"wrote {written} of {len(files)} images to {output}")
+    for failure in failures:
+        print(f"deocclude predict: skipped {failure}", file=sys.stderr)
+    return EXIT_BAD_INPUT if failures else 0
+
+
+def _who() -> str:
+    import getpass
+    import socket
+
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from pipeline.registry.aliases import promote_version
+    from pipeline.registry.mlflow_models import DEOCCLUSION_MODEL
+
+    _configure_registry(Path(args.params), "promote in")
+    move = promote_version(DEOCCLUSION_MODEL, args.version, _who(), args.reason, force=args.force)
+    print(f"{DEOCCLUSION_MODEL}: champion {move.from_version or 'none'} -> {move.to_version} ({move.why})")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from pipeline.registry.aliases import rollback
+    from pipeline.registry.mlflow_models import DEOCCLUSION_MODEL
+
+    _configure_registry(Path(args.params), "roll back in")
+    move = rollback(DEOCCLUSION_MODEL, _who(), args.reason, force=args.force)
+    print(f"{DEOCCLUSION_MODEL}: champion {move.from_version} -> {move.to_version} (rollback: {move.why})")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from pipeline.registry.aliases import alias_history
+    from pipeline.registry.mlflow_models import DEOCCLUSION_MODEL
+
+    _configure_registry(Path(args.params), "read")
+    moves = alias_history(DEOCCLUSION_MODEL)
+    print(f"{'when (UTC)':<25} {'alias':<10} {'from':>4} -> {'to':<4} {'kind':<8} who: why")
+    for move in moves:
+        print(move.describe())
+    if not moves:
+        print(f"{DEOCCLUSION_MODEL}: no alias move recorded")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pipeline.registry.compare import compare_refs
+
+    _configure_registry(Path(args.params), "compare runs from")
+    html_path = Path(args.html) if args.html else Path(args.params).resolve().parent / "reports" / "compare.html"
+    text, _ = compare_refs(args.refs, html_path)
+    print(text)
+    print(f"\nHTML: {html_path}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    """Restore a version's params, rerun the pipeline, and check data version and metrics against it."""
+    from pipeline.registry.reproduce import check_reproduction, restore_params
+
+    params = Path(args.params).resolve()
+    _configure_registry(params, f"read {args.model} from")
+    recorded = restore_params(args.model, params)
+    print(f"{params}: restored from {args.model} (recorded commit {recorded.git_commit}, data {recorded.data_version})")
+    repro_args = argparse.Namespace(params=str(params), dvc_args=[] if args.no_force else ["--force"])
+    _repro(repro_args)
+    import json
+
+    from pipeline.stages.common import Paths, data_version, git_commit
+
+    paths = Paths(params.parent)
+    metrics = json.loads((paths.evaluation / "metrics.json").read_text())
+    report = check_reproduction(recorded, metrics, data_version(paths.root, paths.dataset), git_commit(paths.root))
+    print(report.text)
+    return 0 if report.identical else EXIT_FAILURE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,12 +314,37 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("dvc-sync", help="rewrite dvc.yaml's code deps from the stages' imports")
     sync.add_argument("--check", action="store_true", help="only report differences (exit 1 if any)")
     sync.set_defaults(handler=_dvc_sync)
-    predict = commands.add_parser("predict", help="de-occlude one image with a registered model")
-    predict.add_argument("input", help="input image (PNG or JPEG, any size)")
-    predict.add_argument("-o", "--output", required=True, help="de-occluded image (.png), same size as the input")
+    predict = commands.add_parser("predict", help="de-occlude an image, or every image in a directory")
+    predict.add_argument("input", help="input image (PNG or JPEG, any size), or a directory of them")
+    predict.add_argument("-o", "--output", required=True,
+                         help="de-occluded image (.png), same size as the input; for a directory, the output directory "
+                              "(<name>.png and <name>_mask.png per image)")
     predict.add_argument("--mask-out", help="predicted occluder mask (.png)")
     predict.add_argument("--model", default="models:/deocclusion@champion", help="MLflow model URI")
     predict.set_defaults(handler=_predict)
+    promote = commands.add_parser("promote", help="make a deocclusion version champion (refuses one that broke a floor)")
+    promote.add_argument("version", help="registered version number")
+    promote.add_argument("--force", action="store_true", help="promote even a version that broke a floor")
+    promote.add_argument("--reason", default="manual promotion", help="why, recorded in the alias history")
+    promote.set_defaults(handler=_promote)
+    rollback = commands.add_parser("rollback", help="give champion back to the version that held it before")
+    rollback.add_argument("--force", action="store_true", help="even to a version that broke a floor")
+    rollback.add_argument("--reason", default="", help="why, recorded in the alias history")
+    rollback.set_defaults(handler=_rollback)
+    registry = commands.add_parser("registry", help="the model registry's records").add_subparsers(dest="registry_command",
+                                                                                                  required=True)
+    registry.add_parser("history", help="every alias move: who, when, from, to, why").set_defaults(handler=_history)
+    runs = commands.add_parser("runs", help="pipeline runs and registered versions").add_subparsers(dest="runs_command",
+                                                                                                   required=True)
+    compare = runs.add_parser("compare", help="params that differ and every metric side by side, with paired intervals")
+    compare.add_argument("refs", nargs="+", metavar="REF",
+                         help="registered version (models:/deocclusion/3, v3, 3) or MLflow run id; at least two")
+    compare.add_argument("--html", help="HTML page to write (default: reports/compare.html)")
+    compare.set_defaults(handler=_compare)
+    reproduce = commands.add_parser("reproduce", help="restore a version's params, rerun the pipeline, check its metrics")
+    reproduce.add_argument("model", help="registered version, e.g. models:/deocclusion/3")
+    reproduce.add_argument("--no-force", action="store_true", help="let DVC skip stages it finds up to date")
+    reproduce.set_defaults(handler=_reproduce)
     return parser
 
 

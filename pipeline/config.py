@@ -23,10 +23,13 @@ PARENT_RUN_ENV = "DEOCCLUDE_PARENT_RUN_ID"
 OCCLUDER_TYPES = ("face_mask", "sunglasses", "hand", "hat", "cup", "strokes", "box")
 SEGMENTER_LOSS_TERMS = ("bce", "dice")
 INPAINTER_LOSS_TERMS = ("l1", "hole_l1", "valid_l1", "perceptual", "style", "adversarial")
-EVALUATION_GROUPS = ("end_to_end", "before_finetune", "gt_mask", "telea", "occluded_input")
 EVALUATION_METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
 TOP_LEVEL_KEYS = ("profile", "profiles", "seed", "data", "validation", "segmenter", "inpainter", "finetune",
-                  "evaluation", "registry")
+                  "evaluation", "registry", "promotion")
+FLOOR_BASELINES = ("occluded_input", "telea", "telea_gt_mask")
+# The groups a registered `deocclusion` version can be re-scored on (it holds the segmenter and the
+# fine-tuned inpainter, not the inpainter before fine-tuning).
+PROMOTABLE_GROUPS = ("end_to_end", "gt_mask")
 
 
 class ConfigError(DeoccludeError, ValueError):
@@ -141,6 +144,18 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class PromotionConfig:
+    """The gate `register` applies before a version may become `champion`."""
+
+    floor_baselines: tuple[str, ...] = ("occluded_input", "telea")
+    floor_metrics: tuple[str, ...] = EVALUATION_METRICS
+    min_improvement: float = 0.0       # the interval's lower bound must exceed it, in the primary metric's unit
+    bootstrap_resamples: int = 2000
+    confidence: float = 0.95
+    bootstrap_seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path
     profile: str
@@ -152,6 +167,7 @@ class Config:
     finetune: FinetuneConfig
     evaluation: EvaluationConfig
     registry: RegistryConfig
+    promotion: PromotionConfig = PromotionConfig()
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -268,9 +284,19 @@ def _check(cfg: Config, source: Path) -> None:
         unknown = sorted(set(weights) - set(known))
         _require(not unknown, source, f"{name}.loss_weights: unknown term(s) {unknown}; known: {list(known)}")
     group, _, metric = cfg.registry.promote_metric.partition(".")
-    _require(group in EVALUATION_GROUPS and metric in EVALUATION_METRICS, source,
-             f"registry.promote_metric must be <group>.<metric> with group in {list(EVALUATION_GROUPS)} and metric in "
+    _require(group in PROMOTABLE_GROUPS and metric in EVALUATION_METRICS, source,
+             f"registry.promote_metric must be <group>.<metric> with group in {list(PROMOTABLE_GROUPS)} and metric in "
              f"{list(EVALUATION_METRICS)}, got {cfg.registry.promote_metric!r}")
+    promotion = cfg.promotion
+    unknown = sorted(set(promotion.floor_baselines) - set(FLOOR_BASELINES))
+    _require(not unknown, source, f"promotion.floor_baselines: unknown baseline(s) {unknown}; known: {list(FLOOR_BASELINES)}")
+    unknown = sorted(set(promotion.floor_metrics) - set(EVALUATION_METRICS))
+    _require(not unknown, source, f"promotion.floor_metrics: unknown metric(s) {unknown}; known: {list(EVALUATION_METRICS)}")
+    _require(promotion.bootstrap_resamples >= 100, source,
+             f"promotion.bootstrap_resamples must be >= 100, got {promotion.bootstrap_resamples}")
+    _require(0.5 <= promotion.confidence < 1, source, f"promotion.confidence must be in [0.5, 1), got {promotion.confidence}")
+    _require(promotion.min_improvement >= 0, source,
+             f"promotion.min_improvement must be >= 0, got {promotion.min_improvement}")
 
 
 def _resolve_tracking_uri(uri: str, base: Path) -> str:
@@ -355,10 +381,19 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
                         "finetune", source),
         evaluation=_build(EvaluationConfig, evaluation_raw, "evaluation", source),
         registry=_build(RegistryConfig, registry_raw, "registry", source),
+        promotion=_build(PromotionConfig, _promotion_values(effective.get("promotion") or {}), "promotion", source),
         raw=raw,
     )
     _check(cfg, source)
     return cfg
+
+
+def _promotion_values(raw: dict[str, Any]) -> dict[str, Any]:
+    values = dict(raw)
+    for key in ("floor_baselines", "floor_metrics"):
+        if key in values:
+            values[key] = tuple(values[key] or ())
+    return values
 
 
 def as_flat_dict(section: Any, prefix: str = "") -> dict[str, Any]:

@@ -6,8 +6,6 @@ import base64
 import contextlib
 import io
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +14,19 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import Schema, TensorSpec
 from PIL import Image
 from torch import nn
 
 import pipeline
+from pipeline.registry.gate import CHAMPION
 
 logger = logging.getLogger(__name__)
 
 SEGMENTER_MODEL = "occluder-segmenter"
 INPAINTER_MODEL = "face-inpainter"
 DEOCCLUSION_MODEL = "deocclusion"
-CHAMPION, CHALLENGER = "champion", "challenger"
 PACKAGE_DIR = Path(pipeline.__file__).parent
 PIP_REQUIREMENTS = ["torch==2.13.0", "torchvision==0.28.0", "numpy", "pillow", "pandas", "lightning==2.6.6"]
 
@@ -66,12 +65,20 @@ class DeocclusionModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"mask": masks, "image": images})
 
 
-def log_network(net: nn.Module, name: str) -> str:
+def tensor_signature(inputs: dict[str, tuple[int, ...]], outputs: dict[str, tuple[int, ...]]) -> ModelSignature:
+    """float32 tensors by name and shape, -1 where a size varies (batch, height, width)."""
+    def schema(specs: dict[str, tuple[int, ...]]) -> Schema:
+        return Schema([TensorSpec(np.dtype(np.float32), shape, name) for name, shape in specs.items()])
+
+    return ModelSignature(inputs=schema(inputs), outputs=schema(outputs))
+
+
+def log_network(net: nn.Module, name: str, signature: ModelSignature | None = None) -> str:
     """Log a torch network to the active run; returns its model URI."""
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # its warning on pickle is the choice below
     # Pickled, not pt2: an exported graph would need fixed example shapes, and inputs vary in size.
     info = mlflow.pytorch.log_model(net, name=name, code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS,
-                                    serialization_format="pickle")
+                                    serialization_format="pickle", signature=signature)
     return info.model_uri
 
 
@@ -104,40 +111,34 @@ def register(model_uri: str, name: str, tags: dict[str, str], description: str =
     return str(version.version)
 
 
-@dataclass(frozen=True)
-class PromotionDecision:
-    alias: str
-    version: str
-    metric: str
-    value: float
-    previous_champion: str | None
-    previous_value: float | None
-
-
-def promote(name: str, version: str, metric: str, value: float, greater_is_better: bool) -> PromotionDecision:
-    """Alias the version `champion` if it beats the current champion on `metric`, else `challenger`.
-
-    The metric value is kept as a version tag, so the comparison needs no other run.
-    """
+def set_version_tags(name: str, version: str, tags: dict[str, str], description: str | None = None) -> None:
     client = MlflowClient()
-    client.set_model_version_tag(name, version, f"metric.{metric}", repr(value))
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if description is not None:
+        client.update_model_version(name, version, description=description)
+
+
+def version_record(name: str, version: str) -> Any:
+    """The registry's ModelVersion (tags, run_id, description); LookupError naming a missing one."""
     try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
+        return MlflowClient().get_model_version(name, version)
     except MlflowException:
-        champion = None
-    previous_value: float | None = None
-    if champion is not None and champion.version != version:
-        recorded = champion.tags.get(f"metric.{metric}")
-        previous_value = float(recorded) if recorded is not None else None
-    if previous_value is None or math.isnan(previous_value):
-        wins = True
-    else:
-        wins = value > previous_value if greater_is_better else value < previous_value
-    alias = CHAMPION if wins else CHALLENGER
-    client.set_registered_model_alias(name, alias, version)
-    logger.info("%s version %s -> %s (%s = %.4f, champion had %s)", name, version, alias, metric, value, previous_value)
-    return PromotionDecision(alias, version, metric, value,
-                             champion.version if champion is not None else None, previous_value)
+        raise LookupError(f"models:/{name}/{version}: not found in the registry at {mlflow.get_tracking_uri()}") from None
+
+
+def download_run_file(run_id: str, artifact_path: str, destination: Path) -> Path | None:
+    """One artifact of a run into `destination`; None when the run has no such artifact."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                        dst_path=str(destination)))
+    except (MlflowException, OSError):
+        return None
+
+
+def load_deoccluder(model_uri: str) -> Any:
+    """The Deoccluder (both networks and their settings) inside a registered `deocclusion` pyfunc."""
+    return load_deocclusion(model_uri).unwrap_python_model().deoccluder
 
 
 def load_deocclusion(model_uri: str) -> mlflow.pyfunc.PyFuncModel:

@@ -106,6 +106,19 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({name: float(value) for name, value in metrics.items()}, step=step)
 
 
+def log_params(params: dict[str, Any]) -> None:
+    mlflow.log_params({name: str(value)[:500] for name, value in params.items()})
+
+
+def artifact_link(cfg: RegistryConfig, run_id: str, artifact_path: str) -> str:
+    """Where a run's artifact can be opened: the run's page on a tracking server, else its local path."""
+    run = MlflowClient().get_run(run_id)
+    url = run_url(cfg, run_id, run.info.experiment_id)
+    if url is not None:
+        return f"{url}/artifacts/{artifact_path}"
+    return f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}"
+
+
 def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
 

@@ -1,24 +1,145 @@
-"""Stage register: the three registered models, tagged with their provenance; champion by metric."""
+"""Stage register: the three registered models, tagged with their provenance, and the promotion gate.
+
+The new `deocclusion` version becomes `champion` only when it beats the baselines on every floor
+metric (the first version too) and, against the current champion re-scored on this version's test
+split, the paired bootstrap interval of its per-image improvement clears `promotion.min_improvement`;
+otherwise it is `challenger`. The decision, interval, floors and a link to the gate report are
+written on the version; the report (reports/gate.html) and a model card go with the register run.
+"""
 
 from __future__ import annotations
 
+import csv
+import getpass
 import json
 import logging
+import shutil
+import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
-from pipeline.config import Config
-from pipeline.data.dataset import read_manifest
+from pipeline.config import RESOLVED_PARAMS_FILE, Config, as_flat_dict
+from pipeline.data.dataset import SplitFiles, load_split, read_manifest
+from pipeline.deocclusion import Deoccluder, inpaint, predict_masks
+from pipeline.evaluation.metrics import inpainting_metrics
 from pipeline.models.checkpoint import load_checkpoint
-from pipeline.registry.mlflow_models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, log_deocclusion_model,
-                                      log_network, promote, register)
-from pipeline.registry.tracking import log_metrics, set_tags
-from pipeline.stages.common import Paths, data_version, provenance_tags, stage_run, write_json
+from pipeline.registry.aliases import alias_version, move_alias
+from pipeline.registry.gate import CHAMPION, GateDecision, check_floors, decide, paired_comparison
+from pipeline.registry.mlflow_models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, download_run_file,
+                                             load_deoccluder, log_deocclusion_model, log_network, register,
+                                             set_version_tags, tensor_signature, version_record)
+from pipeline.registry.pages import gate_page, model_card
+from pipeline.registry.tracking import artifact_link, log_artifact, log_metrics, log_params, set_tags
+from pipeline.stages.common import Paths, data_version, flat_metrics, provenance_tags, stage_run, write_json, write_text
 from pipeline.stages.evaluate import metric_value
 
 logger = logging.getLogger(__name__)
+
+SCORED_METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
+PER_IMAGE_ARTIFACT = "gate/per_image.csv"     # the version's per-image scores, paired against later candidates
+GATE_PAGE, MODEL_CARD = "gate.html", "model_card.md"   # under reports/, beside registration.json
+
+PerImage = dict[str, dict[str, float]]        # sample id -> metric -> value
+
+
+def evaluation_device(cfg: Config) -> torch.device:
+    if cfg.evaluation.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.evaluation.device)
+
+
+def per_image_scores(deoccluder: Deoccluder, split: SplitFiles, group: str, batch_size: int) -> PerImage:
+    """Every metric, image by image, of `group` (end_to_end: predicted masks; gt_mask: true masks)."""
+    scores: PerImage = {}
+    for part in split.chunks(batch_size):
+        if group == "end_to_end":
+            mask = predict_masks(deoccluder.segmenter, part.occluded_image, deoccluder.threshold,
+                                 deoccluder.segmenter_resolution, deoccluder.opening_kernel)
+        else:
+            mask = part.occluder_mask
+        output = inpaint(deoccluder.inpainter, part.occluded_image, mask, deoccluder.inpainter_resolution)
+        metrics = inpainting_metrics(output, part.clean_image, part.occluder_mask)
+        for index, sample in enumerate(part.ids):
+            scores[sample] = {name: float(metrics[name][index]) for name in SCORED_METRICS}
+    return scores
+
+
+def read_per_image_csv(path: Path, group: str | None = None) -> PerImage:
+    """Per-image scores from a CSV with a `sample` column (and `method` or `group`, filtered to `group`)."""
+    scores: PerImage = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            method = row.get("method") or row.get("group")
+            if group is not None and method is not None and method != group:
+                continue
+            scores[row["sample"]] = {name: float(row[name]) for name in SCORED_METRICS if row.get(name) not in (None, "")}
+    return scores
+
+
+def write_per_image_csv(scores: PerImage, group: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sample", "group", *SCORED_METRICS])
+        for sample in sorted(scores):
+            writer.writerow([sample, group, *(repr(scores[sample].get(name, float("nan"))) for name in SCORED_METRICS)])
+
+
+def candidate_scores(cfg: Config, deoccluder: Deoccluder, split: SplitFiles, group: str) -> PerImage:
+    """The evaluate stage's per-image scores when it wrote them for every test image, else scored here."""
+    evaluated = Paths(cfg.root).evaluation / "per_image.csv"
+    if evaluated.is_file():
+        scores = read_per_image_csv(evaluated, group)
+        if set(scores) >= set(split.ids):
+            return {sample: scores[sample] for sample in split.ids}
+        logger.warning("%s: does not cover the test split; scoring here", evaluated)
+    return per_image_scores(deoccluder, split, group, cfg.evaluation.batch_size)
+
+
+def champion_scores(cfg: Config, champion: str, our_data_version: str, split: SplitFiles, group: str,
+                    workdir: Path) -> tuple[PerImage, str]:
+    """The champion's per-image scores on this version's test split: its recorded ones when it was
+    scored on the same data, else re-scored here. Returns the scores and how they were obtained."""
+    record = version_record(DEOCCLUSION_MODEL, champion)
+    if record.tags.get("data_version") == our_data_version and record.run_id:
+        recorded = download_run_file(record.run_id, PER_IMAGE_ARTIFACT, workdir)
+        if recorded is not None:
+            scores = read_per_image_csv(recorded, group)
+            if set(scores) >= set(split.ids):
+                return {s: scores[s] for s in split.ids}, "recorded (same data version)"
+    deoccluder = load_deoccluder(f"models:/{DEOCCLUSION_MODEL}/{champion}").to(evaluation_device(cfg))
+    source = "re-scored on this version's test split" + (
+        f" (champion trained on data {record.tags.get('data_version', '?')})"
+        if record.tags.get("data_version") != our_data_version else "")
+    return per_image_scores(deoccluder, split, group, cfg.evaluation.batch_size), source
+
+
+def _who() -> str:
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def gate(cfg: Config, metrics: dict[str, Any], candidate: PerImage, split: SplitFiles, our_data_version: str,
+         workdir: Path) -> tuple[GateDecision, PerImage | None, str | None]:
+    """The gate's decision for this version, with the champion's paired scores and their source."""
+    group, _, metric = cfg.registry.promote_metric.partition(".")
+    promotion = cfg.promotion
+    floors = check_floors(metrics, group, promotion.floor_baselines, promotion.floor_metrics)
+    champion = alias_version(DEOCCLUSION_MODEL, CHAMPION)
+    if champion is None:
+        return decide(floors, None, None, promotion.min_improvement), None, None
+    theirs, source = champion_scores(cfg, champion, our_data_version, split, group, workdir)
+    comparison = paired_comparison(metric, {s: v[metric] for s, v in candidate.items()},
+                                   {s: v[metric] for s, v in theirs.items()}, promotion.bootstrap_resamples,
+                                   promotion.confidence, promotion.bootstrap_seed)
+    return decide(floors, comparison, champion, promotion.min_improvement), theirs, source
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -28,39 +149,113 @@ def run(cfg: Config) -> dict[str, Any]:
         raise FileNotFoundError(f"{metrics_path}: evaluation metrics not found (run the evaluate stage first)")
     metrics = json.loads(metrics_path.read_text())
     score = metric_value(metrics, cfg.registry.promote_metric, metrics_path)
+    group = cfg.registry.promote_metric.partition(".")[0]
     tags = {**provenance_tags(cfg, "register"), "data_version": data_version(cfg.root, paths.dataset)}
     segmenter, segmenter_settings = load_checkpoint(paths.segmenter)
     inpainter, inpainter_settings = load_checkpoint(paths.finetuned_inpainter)
+    deoccluder = Deoccluder(segmenter, inpainter, segmenter_settings.resolution, inpainter_settings.resolution,
+                            segmenter_settings.threshold, segmenter_settings.opening_kernel).to(evaluation_device(cfg))
+    test = load_split(paths.dataset, "test")
+    ours = candidate_scores(cfg, deoccluder, test, group)
+    deoccluder.to("cpu")  # logged from the CPU, as it was saved
     example_row = next(row for row in read_manifest(paths.dataset) if row["split"] == "test")
     example_image: np.ndarray = np.asarray(Image.open(paths.dataset / example_row["image_path"]).convert("RGB"))
     version_tags = {key: tags[key] for key in ("git_commit", "data_version", "params_hash")}
-    with stage_run(cfg, "register", {"promote_metric": cfg.registry.promote_metric}) as mlflow_run:
-        set_tags({"data_version": tags["data_version"]})
-        log_metrics({cfg.registry.promote_metric: score})
-        segmenter_uri = log_network(segmenter, SEGMENTER_MODEL)
-        inpainter_uri = log_network(inpainter, INPAINTER_MODEL)
-        deocclusion_uri = log_deocclusion_model(paths.segmenter, paths.finetuned_inpainter, example_image)
-        versions = {
-            SEGMENTER_MODEL: register(segmenter_uri, SEGMENTER_MODEL,
-                                      {**version_tags, "arch": segmenter_settings.arch,
-                                       "training_run_id": segmenter_settings.training_run_id}),
-            INPAINTER_MODEL: register(inpainter_uri, INPAINTER_MODEL,
-                                      {**version_tags, "arch": inpainter_settings.arch,
-                                       "training_run_id": inpainter_settings.training_run_id}),
-        }
-        versions[DEOCCLUSION_MODEL] = register(
-            deocclusion_uri, DEOCCLUSION_MODEL,
-            {**version_tags, "segmenter_version": versions[SEGMENTER_MODEL], "inpainter_version": versions[INPAINTER_MODEL]},
-            description=f"{segmenter_settings.arch} + {inpainter_settings.arch} (fine-tuned on predicted masks); "
-                        f"{cfg.registry.promote_metric} = {score:.4f}")
-        decision = promote(DEOCCLUSION_MODEL, versions[DEOCCLUSION_MODEL], cfg.registry.promote_metric, score,
-                           cfg.registry.promote_greater_is_better)
+    workdir = Path(tempfile.mkdtemp(prefix="register-"))
+    try:
+        with stage_run(cfg, "register", {"promote_metric": cfg.registry.promote_metric}) as mlflow_run:
+            run_id = mlflow_run.info.run_id
+            decision, theirs, champion_source = gate(cfg, metrics, ours, test, tags["data_version"], workdir)
+            set_tags({"data_version": tags["data_version"]})
+            log_params({f"params.{k}": v for k, v in as_flat_dict(_resolved(cfg)).items()})
+            log_metrics({**flat_metrics({k: v for k, v in metrics.items() if k != "checks"}),
+                         cfg.registry.promote_metric: score})
+            versions = _register_models(cfg, paths, deoccluder, segmenter_settings, inpainter_settings, example_image,
+                                        version_tags, score)
+            version = versions[DEOCCLUSION_MODEL]
+            report_link = artifact_link(cfg.registry, run_id, f"gate/{GATE_PAGE}")
+            write_per_image_csv(ours, group, workdir / "per_image.csv")
+            page = gate_page(DEOCCLUSION_MODEL, version, cfg.registry.promote_metric, decision, ours, theirs,
+                             champion_source, test.mask_ratio.tolist(), test.ids, cfg.evaluation.mask_ratio_bins)
+            card = model_card(DEOCCLUSION_MODEL, version, metrics, decision, {**version_tags, "profile": cfg.profile},
+                              segmenter_settings.arch, inpainter_settings.arch, cfg.registry.promote_metric)
+            gate_path, card_path = paths.registration.with_name(GATE_PAGE), paths.registration.with_name(MODEL_CARD)
+            write_text(gate_path, page)
+            write_text(card_path, card)
+            for path, folder in ((workdir / "per_image.csv", "gate"), (gate_path, "gate"), (card_path, None),
+                                 (metrics_path, "evaluation"), (cfg.root / "params.yaml", "params"),
+                                 (cfg.root / RESOLVED_PARAMS_FILE, "params")):
+                if path.is_file():
+                    log_artifact(path, folder)
+            for name in ("by_mask_ratio.csv", "per_image.csv"):
+                if (paths.evaluation / name).is_file():
+                    log_artifact(paths.evaluation / name, "evaluation")
+            set_tags(decision.tags())
+            set_version_tags(DEOCCLUSION_MODEL, version,
+                             {**decision.tags(), f"metric.{cfg.registry.promote_metric}": repr(score),
+                              "gate.report": report_link, "register_run_id": run_id},
+                             description=_description(segmenter_settings.arch, inpainter_settings.arch,
+                                                      cfg.registry.promote_metric, score, decision, report_link))
+            move = move_alias(DEOCCLUSION_MODEL, decision.alias, version, _who(), decision.reason, "register")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    comparison = decision.comparison
     summary = {
-        "tracking_uri": cfg.registry.tracking_uri, "run_id": mlflow_run.info.run_id, "versions": versions,
-        "alias": decision.alias, "metric": decision.metric, "value": decision.value,
-        "previous_champion": decision.previous_champion, "previous_value": decision.previous_value,
-        "model_uri": f"models:/{DEOCCLUSION_MODEL}/{versions[DEOCCLUSION_MODEL]}", **version_tags,
+        "tracking_uri": cfg.registry.tracking_uri, "run_id": run_id, "versions": versions,
+        "alias": decision.alias, "metric": cfg.registry.promote_metric, "value": score,
+        "previous_champion": decision.champion_version,
+        "previous_value": comparison.champion_mean if comparison is not None else None,
+        "model_uri": f"models:/{DEOCCLUSION_MODEL}/{version}", **version_tags,
+        "gate": {"reason": decision.reason, "floors_passed": decision.floors_passed,
+                 "floors": [{"metric": c.metric, "baseline": c.baseline, "value": c.value,
+                             "baseline_value": c.baseline_value, "passed": c.passed} for c in decision.floors],
+                 "comparison": None if comparison is None else {
+                     "metric": comparison.metric, "samples": comparison.samples,
+                     "candidate_mean": comparison.candidate_mean, "champion_mean": comparison.champion_mean,
+                     "mean_improvement": comparison.mean_improvement, "lower": comparison.lower,
+                     "upper": comparison.upper, "level": comparison.level, "resamples": comparison.resamples,
+                     "champion_scores": champion_source},
+                 "report": report_link, "alias_move": {"from": move.from_version, "to": move.to_version,
+                                                       "who": move.who, "when": move.when}},
     }
     write_json(paths.registration, summary)
-    logger.info("registered %s version %s as %s", DEOCCLUSION_MODEL, versions[DEOCCLUSION_MODEL], decision.alias)
+    logger.info("registered %s version %s as %s: %s", DEOCCLUSION_MODEL, version, decision.alias, decision.reason)
     return summary
+
+
+def _resolved(cfg: Config) -> dict[str, Any]:
+    import yaml
+
+    resolved = cfg.root / RESOLVED_PARAMS_FILE
+    return yaml.safe_load(resolved.read_text()) if resolved.is_file() else cfg.raw
+
+
+def _description(segmenter_arch: str, inpainter_arch: str, metric: str, score: float, decision: GateDecision,
+                 report_link: str) -> str:
+    return (f"{segmenter_arch} + {inpainter_arch} (fine-tuned on predicted masks); {metric} = {score:.4f}.\n"
+            f"Gate: {decision.alias}: {decision.reason}\nReport: {report_link}")
+
+
+def _register_models(cfg: Config, paths: Paths, deoccluder: Deoccluder, segmenter_settings: Any,
+                     inpainter_settings: Any, example_image: np.ndarray, version_tags: dict[str, str],
+                     score: float) -> dict[str, str]:
+    segmenter, inpainter = deoccluder.segmenter, deoccluder.inpainter
+    image_shape, mask_shape = (-1, 3, -1, -1), (-1, 1, -1, -1)
+    segmenter_uri = log_network(segmenter, SEGMENTER_MODEL,
+                                tensor_signature({"image": image_shape}, {"logits": (-1, -1, -1, -1)}))
+    inpainter_uri = log_network(inpainter, INPAINTER_MODEL,
+                                tensor_signature({"image": image_shape, "mask": mask_shape}, {"image": image_shape}))
+    deocclusion_uri = log_deocclusion_model(paths.segmenter, paths.finetuned_inpainter, example_image)
+    versions = {
+        SEGMENTER_MODEL: register(segmenter_uri, SEGMENTER_MODEL,
+                                  {**version_tags, "arch": segmenter_settings.arch,
+                                   "training_run_id": segmenter_settings.training_run_id}),
+        INPAINTER_MODEL: register(inpainter_uri, INPAINTER_MODEL,
+                                  {**version_tags, "arch": inpainter_settings.arch,
+                                   "training_run_id": inpainter_settings.training_run_id}),
+    }
+    versions[DEOCCLUSION_MODEL] = register(
+        deocclusion_uri, DEOCCLUSION_MODEL,
+        {**version_tags, "segmenter_version": versions[SEGMENTER_MODEL], "inpainter_version": versions[INPAINTER_MODEL]},
+        description=f"{segmenter_settings.arch} + {inpainter_settings.arch}; {cfg.registry.promote_metric} = {score:.4f}")
+    return versions

@@ -1,0 +1,161 @@
+"""The promotion gate as pure functions: floors against baselines, a paired bootstrap against the
+champion, and the decision. Numbers in, a frozen decision out; no MLflow, no files.
+
+A version is `champion` only when it beats every baseline on every floor metric and, when there is a
+champion, when the paired bootstrap interval of its per-image improvement on the primary metric has
+a lower bound above `min_improvement`. Anything else is `challenger`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+LOWER_IS_BETTER = frozenset({"l1", "l1_masked"})
+
+
+def greater_is_better(metric: str) -> bool:
+    """`psnr_masked` or `end_to_end.psnr_masked`: higher is better but for the L1 errors."""
+    return metric.rpartition(".")[2] not in LOWER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class FloorCheck:
+    """The candidate against one baseline on one metric, overall on the test split."""
+
+    metric: str
+    baseline: str
+    value: float
+    baseline_value: float
+
+    @property
+    def passed(self) -> bool:
+        if math.isnan(self.value) or math.isnan(self.baseline_value):
+            return False
+        return self.value > self.baseline_value if greater_is_better(self.metric) else self.value < self.baseline_value
+
+    def describe(self) -> str:
+        sign = ">" if greater_is_better(self.metric) else "<"
+        verdict = "ok" if self.passed else "BROKEN"
+        return f"{self.metric} {self.value:.4f} {sign} {self.baseline} {self.baseline_value:.4f}: {verdict}"
+
+
+def check_floors(metrics: Mapping[str, Mapping[str, float]], candidate: str, baselines: Sequence[str],
+                 floor_metrics: Sequence[str]) -> tuple[FloorCheck, ...]:
+    """One check per (baseline, metric) from evaluation metrics {method: {metric: value}}; a missing
+    value is a KeyError naming it."""
+    checks = []
+    for baseline in baselines:
+        for metric in floor_metrics:
+            for method in (candidate, baseline):
+                if metric not in metrics.get(method, {}):
+                    raise KeyError(f"no evaluation metric {method}.{metric}")
+            checks.append(FloorCheck(metric, baseline, float(metrics[candidate][metric]),
+                                     float(metrics[baseline][metric])))
+    return tuple(checks)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Candidate against champion on the same images: the mean per-image improvement (positive is
+    better, whatever the metric's direction) and its percentile bootstrap interval."""
+
+    metric: str
+    samples: int
+    candidate_mean: float
+    champion_mean: float
+    mean_improvement: float
+    lower: float
+    upper: float
+    level: float
+    resamples: int
+
+    def describe(self) -> str:
+        return (f"{self.metric}: improvement {self.mean_improvement:+.4f}, {self.level:.0%} CI "
+                f"[{self.lower:+.4f}, {self.upper:+.4f}] over {self.samples} paired images "
+                f"(candidate {self.candidate_mean:.4f}, champion {self.champion_mean:.4f})")
+
+
+def bootstrap_interval(differences: np.ndarray, resamples: int, level: float, seed: int) -> tuple[float, float]:
+    """Percentile interval of the mean of `differences` (N,) over `resamples` resamples with replacement."""
+    differences = np.asarray(differences, dtype=np.float64)
+    if differences.ndim != 1 or len(differences) == 0:
+        raise ValueError(f"need a non-empty 1-D array of differences, got shape {differences.shape}")
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 1000):  # bounded memory: 1000 x N indices at a time
+        count = min(1000, resamples - start)
+        indices = rng.integers(0, len(differences), size=(count, len(differences)))
+        means[start:start + count] = differences[indices].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def paired_comparison(metric: str, candidate: Mapping[str, float], champion: Mapping[str, float], resamples: int,
+                      level: float, seed: int) -> PairedComparison:
+    """Per-image scores {sample id: value} of both models; only the images both were scored on count."""
+    shared = sorted(set(candidate) & set(champion))
+    if not shared:
+        raise ValueError(f"{metric}: candidate and champion share no scored image")
+    ours = np.array([candidate[s] for s in shared], dtype=np.float64)
+    theirs = np.array([champion[s] for s in shared], dtype=np.float64)
+    improvement = ours - theirs if greater_is_better(metric) else theirs - ours
+    lower, upper = bootstrap_interval(improvement, resamples, level, seed)
+    return PairedComparison(metric, len(shared), float(ours.mean()), float(theirs.mean()), float(improvement.mean()),
+                            lower, upper, level, resamples)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    alias: str
+    reason: str
+    floors: tuple[FloorCheck, ...]
+    comparison: PairedComparison | None
+    champion_version: str | None
+    min_improvement: float
+
+    @property
+    def floors_passed(self) -> bool:
+        return all(check.passed for check in self.floors)
+
+    @property
+    def broken_floors(self) -> tuple[FloorCheck, ...]:
+        return tuple(check for check in self.floors if not check.passed)
+
+    def tags(self) -> dict[str, str]:
+        """What the version records: the decision, its reason, the floors and the interval."""
+        tags = {"gate.decision": self.alias, "gate.reason": self.reason[:4000],
+                "gate.floors_passed": str(self.floors_passed).lower(),
+                "gate.floors_broken": ", ".join(f"{c.metric} vs {c.baseline}" for c in self.broken_floors) or "none",
+                "gate.min_improvement": repr(self.min_improvement),
+                "gate.compared_with": self.champion_version or "none"}
+        if self.comparison is not None:
+            c = self.comparison
+            tags.update({"gate.metric": c.metric, "gate.mean_improvement": repr(c.mean_improvement),
+                         "gate.ci_lower": repr(c.lower), "gate.ci_upper": repr(c.upper), "gate.ci_level": repr(c.level),
+                         "gate.paired_samples": str(c.samples), "gate.resamples": str(c.resamples)})
+        return tags
+
+
+def decide(floors: tuple[FloorCheck, ...], comparison: PairedComparison | None, champion_version: str | None,
+           min_improvement: float) -> GateDecision:
+    """`champion` only with every floor met and, against a champion, a lower bound above `min_improvement`."""
+    broken = [check for check in floors if not check.passed]
+    if broken:
+        reason = "floor broken: " + "; ".join(check.describe() for check in broken)
+        return GateDecision(CHALLENGER, reason, floors, comparison, champion_version, min_improvement)
+    if champion_version is None:
+        return GateDecision(CHAMPION, "no champion yet; every floor met", floors, None, None, min_improvement)
+    if comparison is None:
+        raise ValueError(f"a champion (version {champion_version}) exists but no paired comparison was made")
+    if comparison.lower > min_improvement:
+        reason = f"beats version {champion_version}: {comparison.describe()} > {min_improvement}"
+        return GateDecision(CHAMPION, reason, floors, comparison, champion_version, min_improvement)
+    reason = (f"not clearly better than version {champion_version}: {comparison.describe()}; the lower bound must "
+              f"exceed {min_improvement}")
+    return GateDecision(CHALLENGER, reason, floors, comparison, champion_version, min_improvement)
