@@ -210,7 +210,9 @@ def readme_block(heading):
 
 
 def ran_stages(output):
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    """Stages that ran, or that DVC restored from its run cache (the same inputs ran earlier)."""
+    return {line.split("'")[1] for line in output.splitlines()
+            if line.startswith("Running stage") or "is cached - skipping run" in line}
 
 
 def test_readme_commands_run_as_written_without_the_venv_on_path(project, tmp_path):
