@@ -70,6 +70,10 @@ def resolve(client: MlflowClient, ref: str, workdir: Path) -> RunView:
         except MlflowException:
             raise LookupError(f"{ref}: no such registered version ({name} version {match.group('version')})") from None
         run_ids, label = [record.run_id], f"{name} v{record.version}"
+        # A version registered inside a pipeline execution: its parent run gathers the training runs too.
+        parent = client.get_run(record.run_id).data.tags.get("mlflow.parentRunId")
+        if parent:
+            run_ids = [parent]
     else:
         try:
             client.get_run(ref)
@@ -82,7 +86,10 @@ def resolve(client: MlflowClient, ref: str, workdir: Path) -> RunView:
     params: dict[str, str] = {}
     metrics: dict[str, float] = {}
     for run in runs:
-        params.update({key.removeprefix("params."): value for key, value in run.data.params.items()})
+        params.update(run.data.params)
+    # The register run logs the resolved params as `params.<key>`: the one complete, comparable set.
+    snapshot = {key.removeprefix("params."): value for key, value in params.items() if key.startswith("params.")}
+    params = snapshot or params
     for run in reversed(runs):  # the root's own values win
         metrics.update(run.data.metrics)
     data_version = next((run.data.tags["data_version"] for run in runs if "data_version" in run.data.tags), None)

@@ -1,0 +1,295 @@
+"""The register stage's gate, promote/rollback/history, comparison, directory predict and serving,
+on one tiny project whose networks are untrained and whose evaluation metrics and per-image scores
+are written by the test: what the gate decides depends only on those numbers."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import BIN, deocclude, make_project, project_env, tiny_arch_kwargs
+
+METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
+GOOD = {"end_to_end": {"l1": 0.02, "psnr": 30.0, "ssim": 0.90, "l1_masked": 0.10, "psnr_masked": 20.0,
+                       "ssim_masked": 0.60},
+        "gt_mask": {"l1": 0.015, "psnr": 31.0, "ssim": 0.92, "l1_masked": 0.08, "psnr_masked": 21.0, "ssim_masked": 0.65},
+        "occluded_input": {"l1": 0.05, "psnr": 20.0, "ssim": 0.819, "l1_masked": 0.50, "psnr_masked": 6.0,
+                           "ssim_masked": 0.10},
+        "telea": {"l1": 0.03, "psnr": 27.0, "ssim": 0.85, "l1_masked": 0.15, "psnr_masked": 17.0, "ssim_masked": 0.50},
+        "telea_gt_mask": {"l1": 0.03, "psnr": 27.5, "ssim": 0.86, "l1_masked": 0.14, "psnr_masked": 17.5,
+                          "ssim_masked": 0.52}}
+
+
+def dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=project_env(root), capture_output=True, text=True,
+                          check=True, timeout=600)
+
+
+def untrained_checkpoints(root: Path) -> None:
+    import torch
+
+    from pipeline.models.checkpoint import NetworkSettings, save_checkpoint
+    from pipeline.models.registry import create_model
+
+    torch.manual_seed(0)
+    for path, arch, task in (("models/segmenter.pt", "unet-small", "segmenter"),
+                             ("models/inpainter_finetuned.pt", "unet-inpainter", "inpainter")):
+        net = create_model(arch, **tiny_arch_kwargs(arch)).eval()
+        save_checkpoint(root / path, net, NetworkSettings(arch, tiny_arch_kwargs(arch), task, 32, "untrained"))
+
+
+def split_ids(root: Path) -> list[tuple[str, float]]:
+    with open(root / "data/synthetic/manifest.csv", newline="") as handle:
+        return [(row["id"], float(row["mask_ratio"])) for row in csv.DictReader(handle) if row["split"] == "test"]
+
+
+def write_evaluation(root: Path, metrics: dict, psnr_masked: np.ndarray) -> None:
+    """metrics.json as the evaluate stage writes it, and per_image.csv whose end_to_end psnr_masked is given."""
+    evaluation = root / "reports/eval"
+    evaluation.mkdir(parents=True, exist_ok=True)
+    payload = {**metrics, "test_samples": len(psnr_masked)}
+    payload["end_to_end"] = {**metrics["end_to_end"], "psnr_masked": float(np.mean(psnr_masked))}
+    (evaluation / "metrics.json").write_text(json.dumps(payload))
+    with open(evaluation / "per_image.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sample", "mask_ratio", "bin", "occluder", "method", *METRICS])
+        for (sample, ratio), value in zip(split_ids(root), psnr_masked):
+            for method in ("end_to_end", "occluded_input"):
+                scores = {**payload[method], "psnr_masked": float(value) if method == "end_to_end" else 6.0}
+                writer.writerow([sample, ratio, "", "box", method, *[scores[m] for m in METRICS]])
+
+
+def register(root: Path) -> dict:
+    result = deocclude(root, "register", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((root / "reports/registration.json").read_text())
+
+
+def client(root: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def champion(root: Path) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client(root).get_model_version_by_alias("deocclusion", "champion").version)
+    except MlflowException:
+        return None
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory):
+    """v1 below a floor; v2 the first good one; v3 no better than v2; v4 clearly better than v2."""
+    root = make_project(tmp_path_factory.mktemp("register") / "project")
+    dvc(root, "repro", "generate")  # the dataset, versioned in dvc.lock
+    untrained_checkpoints(root)
+    samples = len(split_ids(root))
+    rng = np.random.default_rng(0)
+    base = rng.normal(20.0, 2.0, size=samples)
+    registrations, champions = {}, {}
+    below_floor = {**GOOD, "end_to_end": {**GOOD["end_to_end"], "ssim": 0.796}}  # issue 10: under the input's 0.819
+    steps = [("1", below_floor, base), ("2", GOOD, base), ("3", GOOD, base + rng.normal(0, 0.5, size=samples)),
+             ("4", GOOD, base + 1.5 + rng.normal(0, 0.5, size=samples))]
+    for version, metrics, psnr_masked in steps:
+        write_evaluation(root, metrics, psnr_masked)
+        registrations[version] = register(root)
+        champions[version] = champion(root)
+    return root, registrations, champions
+
+
+def test_a_candidate_below_a_floor_is_never_champion_even_the_first(story):
+    root, registrations, champions = story
+    first = registrations["1"]
+    assert first["versions"]["deocclusion"] == "1" and first["alias"] == "challenger" and champions["1"] is None
+    assert not first["gate"]["floors_passed"]
+    assert [(f["metric"], f["baseline"]) for f in first["gate"]["floors"] if not f["passed"]] == [
+        ("ssim", "occluded_input"), ("ssim", "telea")]
+    version = client(root).get_model_version("deocclusion", "1")
+    assert version.tags["gate.decision"] == "challenger" and version.tags["gate.floors_passed"] == "false"
+    assert "floor broken" in version.description and "Report: " in version.description
+
+
+def test_the_first_good_version_is_champion_and_records_its_decision(story):
+    root, registrations, champions = story
+    assert registrations["2"]["alias"] == "champion" and champions["2"] == "2"
+    assert registrations["2"]["gate"]["comparison"] is None  # no champion to beat yet
+    tags = client(root).get_model_version("deocclusion", "2").tags
+    assert tags["gate.floors_passed"] == "true" and tags["gate.report"].endswith("gate/gate.html")
+    page = (root / "reports/gate.html").read_text()
+    assert "<svg" in page and "champion" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    card = (root / "reports/model_card.md").read_text()
+    assert "## Intended use" in card and "## Limits" in card and registrations["2"]["data_version"] in card
+
+
+def test_a_candidate_no_better_than_the_champion_stays_challenger(story):
+    root, registrations, champions = story
+    third = registrations["3"]
+    assert third["alias"] == "challenger" and champions["3"] == "2"
+    comparison = third["gate"]["comparison"]
+    assert comparison["lower"] <= 0 <= comparison["upper"] and comparison["samples"] == len(split_ids(root))
+    assert comparison["champion_scores"] == "recorded (same data version)"
+    tags = client(root).get_model_version("deocclusion", "3").tags
+    assert tags["gate.compared_with"] == "2" and float(tags["gate.ci_lower"]) == comparison["lower"]
+
+
+def test_a_clearly_better_candidate_is_promoted(story):
+    _, registrations, champions = story
+    fourth = registrations["4"]
+    assert fourth["alias"] == "champion" and champions["4"] == "4" and fourth["previous_champion"] == "2"
+    assert fourth["gate"]["comparison"]["lower"] > 1.0
+
+
+def test_runs_compare_shows_params_metrics_and_paired_intervals(story, tmp_path):
+    root, _, _ = story
+    page = tmp_path / "compare.html"
+    result = deocclude(root, "runs", "compare", "models:/deocclusion/2", "v4", "--html", str(page))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Params: none differ." in result.stdout
+    assert "end_to_end.psnr_masked" in result.stdout
+    assert "deocclusion v4: psnr_masked: improvement +1." in result.stdout
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<svg" in html and "deocclusion v2 vs deocclusion v4" in html
+
+
+def test_the_networks_are_logged_with_signatures(story):
+    import mlflow
+
+    root, registrations, _ = story
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    for name in ("occluder-segmenter", "face-inpainter", "deocclusion"):
+        version = registrations["4"]["versions"][name]
+        info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+        assert info.signature is not None, name
+    inpainter = mlflow.models.get_model_info(f"models:/face-inpainter/{registrations['4']['versions']['face-inpainter']}")
+    assert [spec.name for spec in inpainter.signature.inputs.inputs] == ["image", "mask"]
+
+
+def face_png(root: Path, size: tuple[int, int] = (45, 60)) -> bytes:
+    image = Image.open(next((root / "data/synthetic/images").iterdir())).convert("RGB").resize(size)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_predict_on_a_directory_skips_bad_files_and_says_so(story, tmp_path):
+    root, _, _ = story
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    (inputs / "a.png").write_bytes(face_png(root))
+    (inputs / "b.png").write_bytes(face_png(root, (70, 40)))
+    (inputs / "empty.png").write_bytes(b"")
+    (inputs / "notes.txt").write_text("not an image")
+    (inputs / "broken.png").write_bytes(face_png(root)[:50])
+    result = deocclude(root, "predict", str(inputs), "-o", str(outputs))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "wrote 2 of 5 images" in result.stdout
+    assert f"{inputs / 'empty.png'}: file is empty" in result.stderr
+    assert f"{inputs / 'notes.txt'}: not an image file name" in result.stderr
+    assert f"{inputs / 'broken.png'}: unreadable or truncated image" in result.stderr
+    assert np.asarray(Image.open(outputs / "b.png")).shape == (40, 70, 3)
+    assert np.asarray(Image.open(outputs / "b_mask.png")).shape == (40, 70)
+    assert sorted(p.name for p in outputs.iterdir()) == ["a.png", "a_mask.png", "b.png", "b_mask.png"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_mlflow_serves_the_champion_with_mask_and_image(story):
+    root, _, _ = story
+    port = free_port()
+    env = project_env(root, MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
+    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/deocclusion@champion",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=root, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "mlflow models serve did not answer /ping within 180 s"
+            time.sleep(1)
+        body = json.dumps({"dataframe_split": {"columns": ["image"],
+                                               "data": [[base64.b64encode(face_png(root, (50, 36))).decode()]]}})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            predictions = json.loads(reply.read())["predictions"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    assert len(predictions) == 1
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(predictions[0]["image"]))))
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(predictions[0]["mask"]))))
+    assert image.shape == (36, 50, 3) and mask.shape[:2] == (36, 50)
+
+
+def test_a_champion_on_other_data_is_rescored_on_the_candidates_split(story):
+    root, _, _ = story
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    for out in lock["stages"]["generate"]["outs"]:
+        if out["path"] == "data/synthetic":
+            out["md5"] = "0" * 32 + ".dir"  # as if this candidate came from a regenerated dataset
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    fifth = register(root)
+    comparison = fifth["gate"]["comparison"]
+    assert fifth["previous_champion"] == "4"
+    assert comparison["champion_scores"].startswith("re-scored on this version's test split (champion trained on data")
+    # the untrained champion, re-scored, is far below the 20 dB the candidate's evaluation claims
+    assert comparison["champion_mean"] < 15 and fifth["alias"] == "champion"
+
+
+def test_rollback_restores_the_previous_champion_and_history_lists_every_move(story):
+    root, _, _ = story
+    before = champion(root)
+    result = deocclude(root, "rollback", "--reason", "bad outputs in production")
+    assert result.returncode == 0, result.stderr
+    assert champion(root) == "4" and before == "5"
+    assert champion(root) != before
+    result = deocclude(root, "rollback")
+    assert result.returncode == 0, result.stderr
+    assert champion(root) == "2"
+    refused = deocclude(root, "rollback")
+    assert refused.returncode == 1 and "no earlier champion recorded before version 2" in refused.stderr
+
+    refused = deocclude(root, "promote", "1")
+    assert refused.returncode == 1 and "version 1 broke a floor (ssim vs occluded_input, ssim vs telea)" in refused.stderr
+    assert champion(root) == "2"
+    forced = deocclude(root, "promote", "1", "--force", "--reason", "demo")
+    assert forced.returncode == 0 and champion(root) == "1"
+
+    history = deocclude(root, "registry", "history")
+    assert history.returncode == 0
+    lines = [line for line in history.stdout.splitlines()[1:] if line.split()[1] == "champion"]
+    kinds = [(line.split()[2], line.split()[4], line.split()[5]) for line in lines]
+    assert kinds == [("-", "2", "register"), ("2", "4", "register"), ("4", "5", "register"), ("5", "4", "rollback"),
+                     ("4", "2", "rollback"), ("2", "1", "promote")]
+    assert "bad outputs in production" in history.stdout and "demo (forced)" in history.stdout
+    assert all(" by " in line for line in lines)
+    challengers = [line.split()[4] for line in history.stdout.splitlines()[1:] if line.split()[1] == "challenger"]
+    assert challengers == ["1", "3"]
