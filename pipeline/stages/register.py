@@ -101,22 +101,17 @@ def candidate_scores(cfg: Config, deoccluder: Deoccluder, split: SplitFiles, gro
     return per_image_scores(deoccluder, split, group, cfg.evaluation.batch_size)
 
 
-def champion_scores(cfg: Config, champion: str, our_data_version: str, split: SplitFiles, group: str,
-                    workdir: Path) -> tuple[PerImage, str]:
-    """The champion's per-image scores on this version's test split: its recorded ones when it was
-    scored on the same data, else re-scored here. Returns the scores and how they were obtained."""
+def recorded_champion_scores(champion: str, our_data_version: str, split: SplitFiles, group: str,
+                             workdir: Path) -> PerImage | None:
+    """The champion's own recorded per-image scores, when it was tested on this same data version."""
     record = version_record(DEOCCLUSION_MODEL, champion)
-    if record.tags.get("data_version") == our_data_version and record.run_id:
-        recorded = download_run_file(record.run_id, PER_IMAGE_ARTIFACT, workdir)
-        if recorded is not None:
-            scores = read_per_image_csv(recorded, group)
-            if set(scores) >= set(split.ids):
-                return {s: scores[s] for s in split.ids}, "recorded (same data version)"
-    deoccluder = load_deoccluder(f"models:/{DEOCCLUSION_MODEL}/{champion}").to(evaluation_device(cfg))
-    source = "re-scored on this version's test split" + (
-        f" (champion trained on data {record.tags.get('data_version', '?')})"
-        if record.tags.get("data_version") != our_data_version else "")
-    return per_image_scores(deoccluder, split, group, cfg.evaluation.batch_size), source
+    if record.tags.get("data_version") != our_data_version or not record.run_id:
+        return None
+    recorded = download_run_file(record.tags.get("register_run_id") or record.run_id, PER_IMAGE_ARTIFACT, workdir)
+    if recorded is None:
+        return None
+    scores = read_per_image_csv(recorded, group)
+    return {s: scores[s] for s in split.ids} if set(scores) >= set(split.ids) else None
 
 
 def _who() -> str:
@@ -126,20 +121,36 @@ def _who() -> str:
         return "unknown"
 
 
-def gate(cfg: Config, metrics: dict[str, Any], candidate: PerImage, split: SplitFiles, our_data_version: str,
-         workdir: Path) -> tuple[GateDecision, PerImage | None, str | None]:
-    """The gate's decision for this version, with the champion's paired scores and their source."""
+def gate(cfg: Config, metrics: dict[str, Any], candidate: PerImage, deoccluder: Deoccluder, split: SplitFiles,
+         our_data_version: str, workdir: Path) -> tuple[GateDecision, PerImage, PerImage | None, str | None]:
+    """The gate's decision for this version; also the paired scores (candidate's, champion's) and
+    where the champion's came from.
+
+    The champion's recorded scores count when it was tested on this data version. Otherwise (trained
+    and tested on other data, or registered before scores were recorded) both models are re-scored
+    here on this version's test split, by the same code, so the pairs differ only by the model."""
     group, _, metric = cfg.registry.promote_metric.partition(".")
     promotion = cfg.promotion
     floors = check_floors(metrics, group, promotion.floor_baselines, promotion.floor_metrics)
     champion = alias_version(DEOCCLUSION_MODEL, CHAMPION)
     if champion is None:
-        return decide(floors, None, None, promotion.min_improvement), None, None
-    theirs, source = champion_scores(cfg, champion, our_data_version, split, group, workdir)
+        return decide(floors, None, None, promotion.min_improvement), candidate, None, None
+    theirs = recorded_champion_scores(champion, our_data_version, split, group, workdir)
+    source = "recorded (same data version)"
+    if theirs is None:
+        record = version_record(DEOCCLUSION_MODEL, champion)
+        device = evaluation_device(cfg)
+        champion_model = load_deoccluder(f"models:/{DEOCCLUSION_MODEL}/{champion}").to(device)
+        theirs = per_image_scores(champion_model, split, group, cfg.evaluation.batch_size)
+        candidate = per_image_scores(deoccluder.to(device), split, group, cfg.evaluation.batch_size)
+        deoccluder.to("cpu")
+        source = "both re-scored on this version's test split" + (
+            f" (champion tested on data {record.tags.get('data_version', '?')})"
+            if record.tags.get("data_version") != our_data_version else " (champion has no recorded scores)")
     comparison = paired_comparison(metric, {s: v[metric] for s, v in candidate.items()},
                                    {s: v[metric] for s, v in theirs.items()}, promotion.bootstrap_resamples,
                                    promotion.confidence, promotion.bootstrap_seed)
-    return decide(floors, comparison, champion, promotion.min_improvement), theirs, source
+    return decide(floors, comparison, champion, promotion.min_improvement), candidate, theirs, source
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -165,7 +176,8 @@ def run(cfg: Config) -> dict[str, Any]:
     try:
         with stage_run(cfg, "register", {"promote_metric": cfg.registry.promote_metric}) as mlflow_run:
             run_id = mlflow_run.info.run_id
-            decision, theirs, champion_source = gate(cfg, metrics, ours, test, tags["data_version"], workdir)
+            decision, paired_ours, theirs, champion_source = gate(cfg, metrics, ours, deoccluder, test,
+                                                                  tags["data_version"], workdir)
             set_tags({"data_version": tags["data_version"]})
             log_params({f"params.{k}": v for k, v in as_flat_dict(_resolved(cfg)).items()})
             log_metrics({**flat_metrics({k: v for k, v in metrics.items() if k != "checks"}),
@@ -175,7 +187,7 @@ def run(cfg: Config) -> dict[str, Any]:
             version = versions[DEOCCLUSION_MODEL]
             report_link = artifact_link(cfg.registry, run_id, f"gate/{GATE_PAGE}")
             write_per_image_csv(ours, group, workdir / "per_image.csv")
-            page = gate_page(DEOCCLUSION_MODEL, version, cfg.registry.promote_metric, decision, ours, theirs,
+            page = gate_page(DEOCCLUSION_MODEL, version, cfg.registry.promote_metric, decision, paired_ours, theirs,
                              champion_source, test.mask_ratio.tolist(), test.ids, cfg.evaluation.mask_ratio_bins)
             card = model_card(DEOCCLUSION_MODEL, version, metrics, decision, {**version_tags, "profile": cfg.profile},
                               segmenter_settings.arch, inpainter_settings.arch, cfg.registry.promote_metric)

@@ -249,7 +249,7 @@ def test_mlflow_serves_the_champion_with_mask_and_image(story):
     assert image.shape == (36, 50, 3) and mask.shape[:2] == (36, 50)
 
 
-def test_a_champion_on_other_data_is_rescored_on_the_candidates_split(story):
+def test_a_champion_on_other_data_is_rescored_with_the_candidate_on_its_split(story):
     root, _, _ = story
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     for out in lock["stages"]["generate"]["outs"]:
@@ -259,21 +259,20 @@ def test_a_champion_on_other_data_is_rescored_on_the_candidates_split(story):
     fifth = register(root)
     comparison = fifth["gate"]["comparison"]
     assert fifth["previous_champion"] == "4"
-    assert comparison["champion_scores"].startswith("re-scored on this version's test split (champion trained on data")
-    # the untrained champion, re-scored, is far below the 20 dB the candidate's evaluation claims
-    assert comparison["champion_mean"] < 15 and fifth["alias"] == "champion"
+    assert comparison["champion_scores"].startswith("both re-scored on this version's test split (champion tested on")
+    # every version here holds the same untrained networks: re-scored alike, they tie, whatever the
+    # candidate's own evaluation claimed
+    assert comparison["candidate_mean"] == comparison["champion_mean"] and comparison["lower"] == 0.0
+    assert fifth["alias"] == "challenger"
 
 
 def test_rollback_restores_the_previous_champion_and_history_lists_every_move(story):
     root, _, _ = story
-    before = champion(root)
+    assert champion(root) == "4"
     result = deocclude(root, "rollback", "--reason", "bad outputs in production")
     assert result.returncode == 0, result.stderr
-    assert champion(root) == "4" and before == "5"
-    assert champion(root) != before
-    result = deocclude(root, "rollback")
-    assert result.returncode == 0, result.stderr
     assert champion(root) == "2"
+    assert "champion 4 -> 2" in result.stdout
     refused = deocclude(root, "rollback")
     assert refused.returncode == 1 and "no earlier champion recorded before version 2" in refused.stderr
 
@@ -287,9 +286,8 @@ def test_rollback_restores_the_previous_champion_and_history_lists_every_move(st
     assert history.returncode == 0
     lines = [line for line in history.stdout.splitlines()[1:] if line.split()[1] == "champion"]
     kinds = [(line.split()[2], line.split()[4], line.split()[5]) for line in lines]
-    assert kinds == [("-", "2", "register"), ("2", "4", "register"), ("4", "5", "register"), ("5", "4", "rollback"),
-                     ("4", "2", "rollback"), ("2", "1", "promote")]
+    assert kinds == [("-", "2", "register"), ("2", "4", "register"), ("4", "2", "rollback"), ("2", "1", "promote")]
     assert "bad outputs in production" in history.stdout and "demo (forced)" in history.stdout
     assert all(" by " in line for line in lines)
     challengers = [line.split()[4] for line in history.stdout.splitlines()[1:] if line.split()[1] == "challenger"]
-    assert challengers == ["1", "3"]
+    assert challengers == ["1", "3", "5"]
