@@ -22,7 +22,7 @@ RESOLVED_PARAMS_FILE = "params.resolved.yaml"
 PARENT_RUN_ENV = "DEOCCLUDE_PARENT_RUN_ID"
 OCCLUDER_TYPES = ("face_mask", "sunglasses", "hand", "hat", "cup", "strokes", "box")
 SEGMENTER_LOSS_TERMS = ("bce", "dice")
-INPAINTER_LOSS_TERMS = ("l1", "hole_l1", "valid_l1", "perceptual", "style", "adversarial")
+INPAINTER_LOSS_TERMS = ("l1", "hole_l1", "valid_l1", "tv", "perceptual", "style", "adversarial")
 EVALUATION_METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
 TOP_LEVEL_KEYS = ("profile", "profiles", "seed", "data", "validation", "segmenter", "inpainter", "finetune",
                   "evaluation", "registry", "promotion")

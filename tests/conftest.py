@@ -41,6 +41,8 @@ TINY_ARCH_KWARGS: dict[str, dict[str, Any]] = {
     "sa-unet": {"width": 4, "max_channels": 16},
     "ifacenet": TINY_OVERRIDES["inpainter"]["arch_kwargs"],
     "patchgan": {"width": 8},
+    "mmrm-unet": {"width": 4, "depth": 3},
+    "sn-patchgan": {"width": 8},
 }
 
 

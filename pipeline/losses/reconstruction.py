@@ -25,3 +25,11 @@ def weighted_sum(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> t
     if missing:
         raise KeyError(f"loss weights name unknown term(s) {missing}; available: {sorted(terms)}")
     return sum(weights[name] * terms[name] for name in weights)
+
+
+def total_variation(image: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Paper 002's eq. 3, isotropic: sqrt((I[i,j-1] - I[i,j])^2 + (I[i+1,j] - I[i,j])^2), averaged over
+    pixels and channels instead of summed, so that its weight does not depend on the image size."""
+    horizontal = image[..., :-1, :-1] - image[..., :-1, 1:]
+    vertical = image[..., 1:, :-1] - image[..., :-1, :-1]
+    return torch.sqrt(horizontal ** 2 + vertical ** 2 + eps).mean()

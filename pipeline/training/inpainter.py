@@ -16,7 +16,7 @@ from pipeline.deocclusion import predict_masks
 from pipeline.evaluation.metrics import inpainting_metrics
 from pipeline.losses.adversarial import ADVERSARIAL_LOSSES
 from pipeline.losses.perceptual import VGG19Features, perceptual_and_style
-from pipeline.losses.reconstruction import hole_valid_l1, weighted_sum
+from pipeline.losses.reconstruction import hole_valid_l1, total_variation, weighted_sum
 from pipeline.models.unet import compose_known_pixels
 from pipeline.config import OptimizerConfig
 from pipeline.models.layers import clip_batch_instance_gates
@@ -56,6 +56,7 @@ class InpainterModule(L.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             terms = hole_valid_l1(prediction, clean, mask)
             terms["l1"] = (prediction - clean).abs().mean()            # L_rec = ||I' - I||_1, eq. 7
+            terms["tv"] = total_variation(prediction)                   # paper 002, eq. 3
             if self.feature_extractor is not None:
                 terms.update(perceptual_and_style(self.feature_extractor, prediction, clean))
         return terms

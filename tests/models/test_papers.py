@@ -131,3 +131,55 @@ def test_checkpoint_arguments_keep_a_pretrained_stem_frozen(torch_home):
     weight_file("resnet50").unlink()  # the rebuild must not need the ImageNet file
     rebuilt = create_model("ifacenet", **rebuilt_kwargs)
     assert not any(p.requires_grad for p in rebuilt.traresnet.stem.parameters())
+
+
+def test_mmrm_unet_matches_paper_002():
+    from pipeline.models.mmrm_unet import ChannelAttention, MixedAttentionResidual, SpatialAttention, UpModule
+
+    net = create_model("mmrm-unet", width=8, depth=3)
+    modules = [m for m in net.modules() if isinstance(m, MixedAttentionResidual)]
+    assert len(modules) == 1 + 3 + 3                       # stem, down-sampling, up-sampling
+    for module in modules:
+        kernels = [branch[0][0].kernel_size for branch in module.branches]
+        assert kernels == [(1, 1), (3, 3), (5, 5)]
+        assert [isinstance(branch[1], SpatialAttention) for branch in module.branches] == [False, True, True]
+        assert isinstance(module.channel_attention, ChannelAttention)
+    assert [m.block.fuse[0].in_channels > 0 and isinstance(m.channel_attention, ChannelAttention)
+            for m in net.modules() if isinstance(m, UpModule)] == [True] * 3
+    # Residual: with every branch zeroed, the module passes its (shortcut) input through the activation.
+    module = MixedAttentionResidual(4, 4).eval()
+    for branch in module.branches:
+        torch.nn.init.zeros_(branch[0][0].weight)
+    torch.nn.init.zeros_(module.fuse[0].weight)
+    x = torch.rand(1, 4, 8, 8)
+    torch.testing.assert_close(module(x), x)
+
+
+def test_mmrm_unet_ablations_drop_what_they_name():
+    from pipeline.models.mmrm_unet import ChannelAttention, MixedAttentionResidual, SpatialAttention, UpModule
+
+    def count(name, kind):
+        return sum(isinstance(m, kind) for m in create_model(name, width=8, depth=3).modules())
+
+    full = {kind: count("mmrm-unet", kind) for kind in (SpatialAttention, ChannelAttention, MixedAttentionResidual)}
+    assert count("mmrm-unet-no-spatial-attention", SpatialAttention) == 0
+    assert count("mmrm-unet-no-channel-attention", ChannelAttention) == 3      # the up-sampling path keeps its own
+    assert count("mmrm-unet-no-up-channel-attention", ChannelAttention) == full[ChannelAttention] - 3
+    assert count("mmrm-unet-no-mmrm", MixedAttentionResidual) == 0
+    assert sum(isinstance(m, UpModule) for m in create_model("mmrm-unet-no-mmrm", width=8, depth=3).modules()) == 3
+
+
+def test_sn_patchgan_has_four_spectral_norm_3x3_stride_2_convolutions():
+    net = create_model("sn-patchgan")
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size, c.stride) for c in convs] == [((3, 3), (2, 2))] * 4
+    assert all(hasattr(c, "parametrizations") and "weight" in c.parametrizations for c in convs)
+    assert net(torch.rand(1, 3, 128, 128)).shape == (1, 1, 8, 8)
+
+
+def test_total_variation_follows_eq3():
+    from pipeline.losses.reconstruction import total_variation
+
+    image = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])       # one pixel with both neighbours: dx = -1, dy = 0
+    torch.testing.assert_close(total_variation(image, eps=0.0), torch.tensor(1.0))
+    assert total_variation(torch.full((1, 3, 8, 8), 0.5), eps=0.0) == 0

@@ -1,0 +1,185 @@
+"""MMRM U-Net GAN (paper 002): a U-Net generator whose down- and up-sampling modules are
+multi-scale mixed-attention residual modules, and a four-conv spectral-norm PatchGAN.
+
+An MMRM runs three convolution branches (1x1, 3x3, 5x5) side by side, weights the 3x3 and 5x5
+branches by spatial attention, concatenates them, weights the channels by channel attention and adds
+a residual shortcut. The up-sampling path also weights the concatenation of the skip and the
+up-sampled features by channel attention. The paper names its attention modules by citation:
+spatial attention after [25] (a sigmoid map from the channel-wise mean and max), channel attention
+after ECA-Net [26] (a 1-D convolution across the pooled channels).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from pipeline.models.registry import register_model
+
+LEAKY_SLOPE = 0.2
+
+
+class SpatialAttention(nn.Module):
+    """x * sigmoid(conv7x7([mean_c(x), max_c(x)])): where in the image to look."""
+
+    def __init__(self, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(pooled))
+
+
+class ChannelAttention(nn.Module):
+    """ECA: x * sigmoid(conv1d_k(avgpool(x))) across channels, no dimensionality reduction."""
+
+    def __init__(self, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.conv(x.mean(dim=(2, 3)).unsqueeze(1))          # (B, 1, C)
+        return x * torch.sigmoid(weights).transpose(1, 2).unsqueeze(-1)  # (B, C, 1, 1)
+
+
+def _conv_norm_act(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.LeakyReLU(LEAKY_SLOPE, inplace=True))
+
+
+class MixedAttentionResidual(nn.Module):
+    """MMRM: branches 1x1 | 3x3 + spatial attention | 5x5 + spatial attention, concatenated, channel
+    attention, a 1x1 fusion, plus the (strided 1x1) shortcut. `stride` 2 halves the resolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, spatial_attention: bool = True,
+                 channel_attention: bool = True) -> None:
+        super().__init__()
+        branch = max(out_channels // 2, 8)
+        self.branches = nn.ModuleList(
+            nn.Sequential(_conv_norm_act(in_channels, branch, k, stride),
+                          SpatialAttention() if spatial_attention and k > 1 else nn.Identity())
+            for k in (1, 3, 5))
+        self.channel_attention = ChannelAttention() if channel_attention else nn.Identity()
+        self.fuse = nn.Sequential(nn.Conv2d(3 * branch, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+        self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels else
+                         nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = self.channel_attention(torch.cat([branch(x) for branch in self.branches], dim=1))
+        return F.leaky_relu(self.fuse(mixed) + self.shortcut(x), LEAKY_SLOPE)
+
+
+class PlainBlock(nn.Sequential):
+    """The `without MMRM` ablation: one 3x3 convolution, batch norm, leaky ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, **_: bool) -> None:
+        super().__init__(*_conv_norm_act(in_channels, out_channels, 3, stride))
+
+
+class UpModule(nn.Module):
+    """x2 bilinear up-sampling, concatenation with the skip, channel attention, then an MMRM."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, block: type[nn.Module],
+                 skip_attention: bool, **block_kwargs: bool) -> None:
+        super().__init__()
+        self.channel_attention = ChannelAttention() if skip_attention else nn.Identity()
+        self.block = block(in_channels + skip_channels, out_channels, **block_kwargs)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.block(self.channel_attention(torch.cat([x, skip], dim=1)))
+
+
+class MMRMUNet(nn.Module):
+    """(image, occluder mask) -> restored image (B, 3, H, W) in [0, 1]; H and W divisible by 2**depth.
+
+    The generator sees the occluded face with the hidden pixels set to white, as in paper 000's
+    eq. 2 (paper 002 feeds the masked photograph itself); `width * 2**level` channels, capped at
+    `max_channels`, at each of `depth` down-sampling levels.
+    """
+
+    def __init__(self, width: int = 64, depth: int = 6, max_channels: int = 512, use_mmrm: bool = True,
+                 spatial_attention: bool = True, channel_attention: bool = True,
+                 up_channel_attention: bool = True) -> None:
+        super().__init__()
+        block: type[nn.Module] = MixedAttentionResidual if use_mmrm else PlainBlock
+        attention = {"spatial_attention": spatial_attention, "channel_attention": channel_attention}
+        channels = [min(width * 2 ** level, max_channels) for level in range(depth + 1)]
+        self.depth = depth
+        self.stem = block(3, channels[0], **attention)
+        self.down = nn.ModuleList(block(channels[i], channels[i + 1], stride=2, **attention) for i in range(depth))
+        self.up = nn.ModuleList(UpModule(channels[i + 1], channels[i], channels[i], block, up_channel_attention, **attention)
+                                for i in reversed(range(depth)))
+        self.head = nn.Conv2d(channels[0], 3, 3, padding=1)
+
+    def forward(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        if height % 2 ** self.depth or width % 2 ** self.depth:
+            raise ValueError(f"input {height}x{width} must be divisible by {2 ** self.depth} (depth {self.depth})")
+        masked_input = image * (1 - occluder_mask) + occluder_mask
+        features = self.stem(masked_input * 2 - 1)
+        skips = [features]
+        for down in self.down:
+            features = down(features)
+            skips.append(features)
+        skips.pop()
+        for up in self.up:
+            features = up(features, skips.pop())
+        return (torch.tanh(self.head(features)) + 1) / 2
+
+
+class SpectralPatchDiscriminator(nn.Module):
+    """Paper 002's discriminator: four spectral-norm 3x3 stride-2 convolutions; an (H/16, W/16) map
+    of real/fake logits."""
+
+    def __init__(self, width: int = 64, in_channels: int = 3) -> None:
+        super().__init__()
+        channels = [in_channels, width, width * 2, width * 4]
+        layers: list[nn.Module] = []
+        for i in range(3):
+            layers += [spectral_norm(nn.Conv2d(channels[i], channels[i + 1], 3, stride=2, padding=1)),
+                       nn.LeakyReLU(LEAKY_SLOPE, inplace=True)]
+        layers.append(spectral_norm(nn.Conv2d(channels[-1], 1, 3, stride=2, padding=1)))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.layers(image * 2 - 1)
+
+
+@register_model("mmrm-unet", task="inpainter")
+def mmrm_unet(**kwargs: object) -> MMRMUNet:
+    """Paper 002: U-Net of multi-scale mixed-attention residual modules, channel attention on the way up."""
+    return MMRMUNet(**kwargs)
+
+
+@register_model("mmrm-unet-no-spatial-attention", task="inpainter")
+def mmrm_unet_no_spatial_attention(**kwargs: object) -> MMRMUNet:
+    """Paper 002 ablation: MMRM without spatial attention in its 3x3 and 5x5 branches."""
+    return MMRMUNet(**{**kwargs, "spatial_attention": False})
+
+
+@register_model("mmrm-unet-no-channel-attention", task="inpainter")
+def mmrm_unet_no_channel_attention(**kwargs: object) -> MMRMUNet:
+    """Paper 002 ablation: MMRM without channel attention after the concatenation."""
+    return MMRMUNet(**{**kwargs, "channel_attention": False})
+
+
+@register_model("mmrm-unet-no-mmrm", task="inpainter")
+def mmrm_unet_no_mmrm(**kwargs: object) -> MMRMUNet:
+    """Paper 002 ablation: plain convolution blocks in place of every MMRM."""
+    return MMRMUNet(**{**kwargs, "use_mmrm": False})
+
+
+@register_model("mmrm-unet-no-up-channel-attention", task="inpainter")
+def mmrm_unet_no_up_channel_attention(**kwargs: object) -> MMRMUNet:
+    """Paper 002 ablation: no channel attention on the up-sampling path."""
+    return MMRMUNet(**{**kwargs, "up_channel_attention": False})
+
+
+@register_model("sn-patchgan", task="discriminator")
+def sn_patchgan(width: int = 64, in_channels: int = 3) -> SpectralPatchDiscriminator:
+    """Paper 002: four spectral-norm 3x3 stride-2 convolutions."""
+    return SpectralPatchDiscriminator(width, in_channels)
