@@ -106,13 +106,19 @@ def _run_flow(args: argparse.Namespace) -> int:
     print(f"Stages run: {', '.join(summary['stages_run']) or 'none (everything up to date)'}")
     print(f"Evaluation report: {summary['report']}")
     if summary["champion_version"] is None:
-        print(f"Champion: none; this run's version {summary['version']} is {summary['alias']} "
-              f"(see reports/registration.json for the gate's reason)")
+        print(f"Champion: none; this run's version {summary['version']} is {summary['alias']}")
     else:
         value = summary["champion_value"]
         shown = f" ({summary['metric']} = {value:.3f})" if isinstance(value, (int, float)) else ""
         print(f"Champion: models:/deocclusion@champion is version {summary['champion_version']}{shown}; "
               f"this run's version {summary['version']} is {summary['alias']}")
+    registration = Path(args.params).resolve().parent / "reports" / "registration.json"
+    if registration.is_file():
+        import json
+
+        gate = json.loads(registration.read_text()).get("gate") or {}
+        if gate.get("reason"):
+            print(f"Gate: {gate['reason']}")
     print(f"Tracking store: {summary['tracking_uri']}")
     return 0
 
