@@ -59,11 +59,25 @@ def test_sa_unet_profile_uses_paper_003_settings(tmp_path):
     assert round(cfg.data.count * cfg.data.splits["train"]) == 14000  # paper 003 trains on 14,000 images
 
 
+def test_mmrm_profile_uses_paper_002_settings(tmp_path):
+    from tests.conftest import REPO
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "paper-mmrm"
+    cfg = load_config(write_params(tmp_path, params), env={})
+    inp = cfg.inpainter
+    assert (inp.arch, inp.resolution, inp.optimizer.name, inp.optimizer.lr, inp.adversarial_loss, inp.discriminator.arch) == \
+        ("mmrm-unet", 128, "adam", 0.0002, "hinge", "sn-patchgan")
+    assert inp.loss_weights == {"adversarial": 0.01, "l1": 0.95, "tv": 0.04}
+    assert inp.perceptual_weights == "none" and cfg.data.resolution == 128
+
+
 @pytest.mark.parametrize("override, message", [
     ({"segmenter": {"optimizer": {"lr": -1}}}, "segmenter.optimizer.lr must be > 0, got -1"),
     ({"segmenter": {"optimizer": {"name": "rmsprop"}}}, "segmenter.optimizer.name must be adam or sgd"),
     ({"inpainter": {"perceptual_fallback": "lpips"}}, "inpainter.perceptual_fallback must be random or none"),
-    ({"profile": "fast"}, "profile 'fast' is not defined under 'profiles' (defined: quick, paper, paper-sa-unet)"),
+    ({"profile": "fast"}, "profile 'fast' is not defined under 'profiles' (defined: quick, paper, paper-sa-unet, paper-mmrm)"),
     ({"segmenter": {"opening_kernel": 6}}, "segmenter.opening_kernel must be 0 or an odd number > 1, got 6"),
     ({"inpainter": {"loss_weights": {"l1": 1.0, "lpips": 2.0}}}, "inpainter.loss_weights: unknown term(s) ['lpips']"),
     ({"registry": {"promote_metric": "end_to_end.fid"}}, "registry.promote_metric must be <group>.<metric>"),
