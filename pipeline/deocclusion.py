@@ -70,9 +70,47 @@ def predict_masks(segmenter: nn.Module, occluded_image: torch.Tensor, threshold:
     return torch.cat(masks)
 
 
+@dataclass(frozen=True)
+class ProgressiveReconstruction:
+    """Paper 004's Algorithm 1: predict, keep the prediction, shrink the hole by a dilation of the
+    known region, predict again; while the hole still covers `min_hole_ratio` of the image, at most
+    `max_steps` predictions."""
+
+    kernel: int = 15
+    min_hole_ratio: float = 0.2
+    max_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.kernel < 3 or self.kernel % 2 == 0:
+            raise ValueError(f"progressive reconstruction: dilation kernel must be odd and >= 3, got {self.kernel}")
+        if self.max_steps < 1:
+            raise ValueError(f"progressive reconstruction: max_steps must be >= 1, got {self.max_steps}")
+
+
+@torch.no_grad()
+def progressive_inpaint(inpainter: nn.Module, image: torch.Tensor, occluder_mask: torch.Tensor,
+                        settings: ProgressiveReconstruction) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, H, W), (N, 1, H, W) -> (composited image, predictions made per image (N,)). Known pixels
+    are never changed; each step fixes the outer ring of the remaining hole to its prediction."""
+    current, hole = image.clone(), occluder_mask.clone()
+    steps = torch.zeros(len(image), dtype=torch.long, device=image.device)
+    active = torch.ones(len(image), dtype=torch.bool, device=image.device)
+    pad = settings.kernel // 2
+    while active.any():
+        prediction = inpainter(current[active], hole[active]).float()
+        current[active] = compose_known_pixels(prediction, current[active], hole[active])
+        steps[active] += 1
+        # Dilating the known region is eroding the hole.
+        hole = -F.max_pool2d(-hole, settings.kernel, stride=1, padding=pad)
+        ratio = hole.flatten(1).mean(dim=1)
+        active &= (ratio >= settings.min_hole_ratio) & (steps < settings.max_steps)
+    return current, steps
+
+
 @torch.no_grad()
 def inpaint(inpainter: nn.Module, occluded_image: torch.Tensor, occluder_mask: torch.Tensor,
-            resolution: int | None = None, batch_size: int | None = None) -> torch.Tensor:
+            resolution: int | None = None, batch_size: int | None = None,
+            progressive: ProgressiveReconstruction | None = None) -> torch.Tensor:
     """The inpainted face at the input's size, known pixels from the input, on occluded_image's device."""
     device = network_device(inpainter)
     size = tuple(occluded_image.shape[-2:])
@@ -83,11 +121,18 @@ def inpaint(inpainter: nn.Module, occluded_image: torch.Tensor, occluder_mask: t
             small_image = resize(images, (resolution, resolution))
             # Any pixel touched by the occluder counts as hidden at the model's resolution.
             small_mask = (resize(masks, (resolution, resolution)) > 0).float()
-            prediction = resize(inpainter(small_image, small_mask).float(), size)
+            prediction = resize(_predict(inpainter, small_image, small_mask, progressive), size)
         else:
-            prediction = inpainter(images, masks).float()
+            prediction = _predict(inpainter, images, masks, progressive)
         outputs.append(compose_known_pixels(prediction, images, masks).to(occluded_image.device))
     return torch.cat(outputs)
+
+
+def _predict(inpainter: nn.Module, images: torch.Tensor, masks: torch.Tensor,
+             progressive: ProgressiveReconstruction | None) -> torch.Tensor:
+    if progressive is None:
+        return inpainter(images, masks).float()
+    return progressive_inpaint(inpainter, images, masks, progressive)[0]
 
 
 @dataclass
@@ -100,6 +145,7 @@ class Deoccluder:
     inpainter_resolution: int
     threshold: float = 0.5
     opening_kernel: int = 0
+    progressive: ProgressiveReconstruction | None = None   # paper 004's progressive reconstruction, any inpainter
 
     def to(self, device: torch.device | str) -> "Deoccluder":
         """Run both networks on `device`; images still come in and go out as numpy arrays."""
@@ -114,5 +160,5 @@ class Deoccluder:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
         original = image_to_tensor(image)[None]                                    # (1, 3, H, W)
         mask = predict_masks(self.segmenter, original, self.threshold, self.segmenter_resolution, self.opening_kernel)
-        output = inpaint(self.inpainter, original, mask, self.inpainter_resolution)
+        output = inpaint(self.inpainter, original, mask, self.inpainter_resolution, progressive=self.progressive)
         return (mask[0, 0].numpy() * 255).astype(np.uint8), tensor_to_image(output[0])

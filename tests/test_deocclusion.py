@@ -1,6 +1,7 @@
 """Inference in batches on the networks' device, results back on the input's."""
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.deocclusion import Deoccluder, inpaint, network_device, predict_masks
@@ -28,3 +29,44 @@ def test_the_deoccluder_moves_its_networks_and_takes_numpy_images():
     deoccluder = Deoccluder(segmenter, inpainter, 32, 32).to("cpu")
     mask, image = deoccluder(np.full((40, 30, 3), 128, dtype=np.uint8))
     assert mask.shape == (40, 30) and image.shape == (40, 30, 3) and image.dtype == np.uint8
+
+
+class CountingInpainter(torch.nn.Module):
+    """Paints the hole a different grey at each call and counts the calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, image, mask):
+        self.calls += 1
+        return torch.full_like(image, 0.1 * self.calls)
+
+
+def test_progressive_reconstruction_keeps_known_pixels_and_stops_within_its_limits():
+    from pipeline.deocclusion import ProgressiveReconstruction, progressive_inpaint
+
+    image = torch.rand(3, 3, 64, 64)
+    mask = torch.zeros(3, 1, 64, 64)
+    mask[0, :, 8:56, 8:56] = 1      # 56 % hidden: several steps
+    mask[1, :, 30:34, 30:34] = 1    # 0.4 %: one prediction only
+    mask[2] = 1                     # everything hidden: the dilation never frees a pixel, the step limit ends it
+    settings = ProgressiveReconstruction(kernel=5, min_hole_ratio=0.2, max_steps=4)
+    inpainter = CountingInpainter()
+    output, steps = progressive_inpaint(inpainter, image, mask, settings)
+    known = mask == 0
+    assert torch.equal(output.expand_as(image)[known.expand_as(image)], image[known.expand_as(image)])
+    assert steps.tolist()[1] == 1 and steps.tolist()[2] == 4 and 1 < steps.tolist()[0] <= 4
+    # The outer ring keeps the first prediction, the centre the last: the hole was filled from the outside in.
+    assert output[0, 0, 8, 8].item() == pytest.approx(0.1) and output[0, 0, 32, 32].item() > 0.1
+    with pytest.raises(ValueError, match="dilation kernel must be odd"):
+        ProgressiveReconstruction(kernel=4)
+
+
+def test_inpaint_with_progressive_reconstruction_matches_one_shot_on_a_small_hole():
+    from pipeline.deocclusion import ProgressiveReconstruction, inpaint
+
+    net = create_model("unet-inpainter", **tiny_arch_kwargs("unet-inpainter")).eval()
+    image, mask = torch.rand(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
+    mask[:, :, 30:36, 30:36] = 1
+    torch.testing.assert_close(inpaint(net, image, mask, progressive=ProgressiveReconstruction()), inpaint(net, image, mask))
