@@ -100,6 +100,7 @@ class SegmenterConfig(NetworkTrainingConfig):
 class DiscriminatorConfig:
     arch: str
     arch_kwargs: dict[str, Any]
+    lr_scale: float = 1.0     # its learning rate as a multiple of the generator's (paper 004: 0.1)
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,9 @@ def _check(cfg: Config, source: Path) -> None:
     _require(0 < cfg.segmenter.threshold < 1, source, f"segmenter.threshold must be in (0, 1), got {cfg.segmenter.threshold}")
     _require(cfg.inpainter.perceptual_fallback in ("random", "none"), source,
              f"inpainter.perceptual_fallback must be random or none, got {cfg.inpainter.perceptual_fallback!r}")
+    if cfg.inpainter.discriminator is not None:
+        _require(cfg.inpainter.discriminator.lr_scale > 0, source,
+                 f"inpainter.discriminator.lr_scale must be > 0, got {cfg.inpainter.discriminator.lr_scale}")
     _require(cfg.inpainter.adversarial_loss in ("bce", "hinge"), source,
              f"inpainter.adversarial_loss must be bce or hinge, got {cfg.inpainter.adversarial_loss!r}")
     for name in ("segmenter", "inpainter"):

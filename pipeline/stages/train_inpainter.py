@@ -35,7 +35,8 @@ def run(cfg: Config) -> Path:
               "perceptual.backbone": f"vgg19-{section.perceptual_weights}" if features else "none",
               "effective_loss_weights": weights}
     with stage_run(cfg, "train_inpainter", params) as mlflow_run:
-        module = InpainterModule(net, section.optimizer, weights, discriminator, features, section.adversarial_loss)
+        module = InpainterModule(net, section.optimizer, weights, discriminator, features, section.adversarial_loss,
+                                 section.discriminator.lr_scale if section.discriminator else 1.0)
         history = fit(module, "train_inpainter", section, train, val, resolution, cfg.seed, cfg.registry, mlflow_run.info.run_id,
                       paths.models)
         net.eval()

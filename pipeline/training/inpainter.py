@@ -7,6 +7,7 @@ one generator step per batch); without one it is a plain reconstruction model.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -38,8 +39,9 @@ class InpainterModule(L.LightningModule):
 
     def __init__(self, net: nn.Module, optimizer: OptimizerConfig, loss_weights: dict[str, float],
                  discriminator: nn.Module | None = None, feature_extractor: VGG19Features | None = None,
-                 adversarial_loss: str = "bce") -> None:
+                 adversarial_loss: str = "bce", discriminator_lr_scale: float = 1.0) -> None:
         super().__init__()
+        self.discriminator_lr_scale = discriminator_lr_scale
         self.net = net
         self.discriminator = discriminator
         self.feature_extractor = feature_extractor
@@ -115,7 +117,8 @@ class InpainterModule(L.LightningModule):
         generator_optimizer = build_optimizer(self.net.parameters(), self.optimizer_settings)
         if self.discriminator is None:
             return generator_optimizer
-        return [generator_optimizer, build_optimizer(self.discriminator.parameters(), self.optimizer_settings)]
+        discriminator_settings = replace(self.optimizer_settings, lr=self.optimizer_settings.lr * self.discriminator_lr_scale)
+        return [generator_optimizer, build_optimizer(self.discriminator.parameters(), discriminator_settings)]
 
 
 class JointFinetuneModule(InpainterModule):

@@ -70,3 +70,16 @@ def test_the_gan_trains_in_bf16_mixed_on_a_cpu_with_fp32_losses():
     assert all(value.dtype == torch.float32 for value in terms.values())
     trainer.fit(module, DataLoader(batches() * 2, batch_size=None))
     assert all(torch.isfinite(trainer.callback_metrics[f"train/{name}"]) for name in ("loss", "style", "discriminator"))
+
+
+def test_the_discriminator_learns_at_its_own_rate():
+    net = create_model("mmrm-unet", **tiny_arch_kwargs("mmrm-unet"))
+    discriminator = create_model("sn-patchgan", **tiny_arch_kwargs("sn-patchgan"))
+    module = InpainterModule(net, OptimizerConfig(name="adam", lr=2e-4), {"l1": 0.95, "tv": 0.04, "adversarial": 0.01},
+                             discriminator, adversarial_loss="hinge", discriminator_lr_scale=0.1)
+    generator_optimizer, discriminator_optimizer = module.configure_optimizers()
+    assert generator_optimizer.param_groups[0]["lr"] == 2e-4
+    assert discriminator_optimizer.param_groups[0]["lr"] == 2e-4 * 0.1
+    before = snapshot(net)
+    fit_steps(module)   # paper 002's loss (adversarial + L1 + TV) trains the MMRM U-Net GAN
+    assert any(not torch.equal(a, b) for a, b in zip(before, snapshot(net)))
