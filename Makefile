@@ -17,6 +17,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	# torch first, by exact version, so pip takes the local CPU wheel instead of a CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	sh infra/install_chromium.sh
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -132,6 +132,10 @@ class EvaluationConfig:
     telea_radius: int = 3
     batch_size: int = 32               # images per forward pass: bounds memory at the papers' resolutions
     device: str = "auto"               # auto (cuda when available) | cpu | cuda | cuda:N
+    cleanup_kernel: int = 7            # segmentation is also scored with this opening (paper 003's 7x7), and without
+    lpips_net: str = "alex"            # LPIPS backbone: alex | vgg | squeeze (ImageNet weights from the torch cache)
+    latency_batch_sizes: tuple[int, ...] = (1, 32)
+    latency_repeats: int = 5
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,13 @@ def _check(cfg: Config, source: Path) -> None:
     _require(cfg.evaluation.batch_size >= 1, source, f"evaluation.batch_size must be >= 1, got {cfg.evaluation.batch_size}")
     _require(cfg.evaluation.device in ("auto", "cpu") or cfg.evaluation.device.startswith("cuda"), source,
              f"evaluation.device must be auto, cpu, cuda or cuda:N, got {cfg.evaluation.device!r}")
+    _require(cfg.evaluation.cleanup_kernel % 2 == 1, source,
+             f"evaluation.cleanup_kernel must be odd, got {cfg.evaluation.cleanup_kernel}")
+    _require(cfg.evaluation.lpips_net in ("alex", "vgg", "squeeze"), source,
+             f"evaluation.lpips_net must be alex, vgg or squeeze, got {cfg.evaluation.lpips_net!r}")
+    _require(bool(cfg.evaluation.latency_batch_sizes) and min(cfg.evaluation.latency_batch_sizes) >= 1
+             and cfg.evaluation.latency_repeats >= 1, source,
+             "evaluation.latency_batch_sizes must be sizes >= 1 and evaluation.latency_repeats >= 1")
     _require(cfg.evaluation.telea_radius >= 1, source, f"evaluation.telea_radius must be >= 1, got {cfg.evaluation.telea_radius}")
     _require(cfg.validation.max_failing_examples >= 1, source,
              f"validation.max_failing_examples must be >= 1, got {cfg.validation.max_failing_examples}")
@@ -367,6 +378,8 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
     registry_raw["artifact_root"] = (base / artifact_root).resolve() if artifact_root and local_store else None
     evaluation_raw = dict(_section(effective, "evaluation", source))
     evaluation_raw["mask_ratio_bins"] = tuple(float(v) for v in evaluation_raw.get("mask_ratio_bins", ()))
+    if "latency_batch_sizes" in evaluation_raw:
+        evaluation_raw["latency_batch_sizes"] = tuple(int(v) for v in evaluation_raw["latency_batch_sizes"])
     inpainter_raw = _with_optimizer(_section(effective, "inpainter", source), "inpainter", source)
     if inpainter_raw.get("discriminator"):
         inpainter_raw["discriminator"] = _build(DiscriminatorConfig, inpainter_raw["discriminator"], "inpainter.discriminator", source)

@@ -1,28 +1,42 @@
-"""Stage evaluate: the test split end to end, against Telea and against ground-truth masks, by
-mask-ratio bin; and the photograph set (real faces with pasted objects) beside it."""
+"""Stage evaluate: the test split end to end, against OpenCV Telea and Navier-Stokes and against
+ground-truth masks, by mask-ratio bin (paper 000's Table II, LPIPS and FID when their weights are
+cached) and by occluder type; the segmenter with and without its clean-up, and its Grad-CAM maps; the
+deocclusion path's latency; the photograph set (real faces with pasted objects) beside it. Writes
+metrics.json, per-image scores, the bin table for DVC plots, and the HTML report."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from pipeline.config import Config
 from pipeline.data.dataset import SplitFiles, SplitTensors, image_to_tensor, load_split
 from pipeline.data.photographs import build_photograph_set
-from pipeline.deocclusion import inpaint, predict_masks, resize
-from pipeline.evaluation.metrics import class_confusion, class_iou, inpainting_metrics, segmentation_metrics
+from pipeline.deocclusion import Deoccluder, inpaint, predict_masks, resize
+from pipeline.evaluation.bins import bin_index, bin_labels, mask_ratio_bins
+from pipeline.evaluation.gradcam import grad_cam, overlay
+from pipeline.evaluation.html_report import Champion, read_bins, render_report_from_dir
+from pipeline.evaluation.metrics import (class_confusion, class_scores, inpainting_metrics, mask_ssim,
+                                         segmentation_metrics)
+from pipeline.evaluation.perceptual import FidScorer, LpipsScorer, Unavailable, load_fid, load_lpips
 from pipeline.evaluation.report import markdown_table, save_grid, write_csv
-from pipeline.evaluation.telea import telea_inpaint
+from pipeline.evaluation.telea import navier_stokes_inpaint, telea_inpaint
+from pipeline.evaluation.timing import latency_record
 from pipeline.models.checkpoint import load_checkpoint
+from pipeline.registry.mlflow_models import DEOCCLUSION_MODEL, champion_version, download_run_file, version_record
 from pipeline.registry.tracking import log_artifact, log_metrics
-from pipeline.stages.common import Paths, flat_metrics, seed_everything, stage_run, write_json, write_text
+from pipeline.stages.common import (Paths, data_version, flat_metrics, seed_everything, stage_run, write_json,
+                                    write_text)
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +46,14 @@ METHODS = {
     "gt_mask": "ours: ground-truth mask, fine-tuned inpainter",
     "telea": "OpenCV Telea: predicted mask",
     "telea_gt_mask": "OpenCV Telea: ground-truth mask",
+    "navier_stokes": "OpenCV Navier-Stokes: predicted mask",
+    "navier_stokes_gt_mask": "OpenCV Navier-Stokes: ground-truth mask",
     "occluded_input": "occluded input, unchanged",
 }
 METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
+LPIPS_METRICS = ("lpips", "lpips_masked")
+FID_METHODS = ("end_to_end", "gt_mask", "telea", "navier_stokes")   # FID per bin costs an Inception pass per image
+OCCLUDER_METHODS = ("end_to_end", "gt_mask", "telea", "navier_stokes", "occluded_input")
 CLASSES = ("background", "face", "occluder")
 LOWER_IS_BETTER = {"l1", "l1_masked"}
 
@@ -48,17 +67,33 @@ class Models:
     inp: Any        # the inpainter's
 
 
-def _predicted_labels(models: Models, images: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor | None:
-    """(N, H, W) background / face / occluder for a three-class segmenter (SOCLNET); None for an
-    occluder-only one. The occluder is the thresholded mask, the rest the likelier of the other two."""
-    size = tuple(images.shape[-2:])
+@dataclass
+class Perceptual:
+    lpips: LpipsScorer | Unavailable
+    fid: FidScorer | Unavailable
+
+
+def _logits(models: Models, images: torch.Tensor) -> torch.Tensor:
     resolution = models.seg.resolution
     with torch.no_grad():
-        logits = models.segmenter(resize(images, (resolution, resolution)) if resolution else images)
+        return models.segmenter(resize(images, (resolution, resolution)) if resolution else images)
+
+
+def _face_labels(models: Models, images: torch.Tensor) -> torch.Tensor | None:
+    """(N, H, W) background (0) / face (1), the likelier of the two, for a three-class segmenter (SOCLNET);
+    None for an occluder-only one. The occluder class then comes from the thresholded mask."""
+    logits = _logits(models, images.to(next(models.segmenter.parameters()).device))
     if logits.shape[1] != len(CLASSES):
         return None
-    face = resize(logits.float(), size)[:, :2].argmax(dim=1)
-    return torch.where(occluder_mask[:, 0] > 0, len(CLASSES) - 1, face)
+    return resize(logits.float(), tuple(images.shape[-2:]))[:, :2].argmax(dim=1).cpu()
+
+
+def cleanup_variants(configured: int, cleanup_kernel: int) -> dict[str, int]:
+    """The segmentation variants scored: no clean-up, and paper 003's opening (the configured one first)."""
+    variants = {"none": 0, f"opening_{cleanup_kernel}": cleanup_kernel}
+    if configured > 1:
+        variants[f"opening_{configured}"] = configured
+    return variants
 
 
 def _outputs(models: Models, part: SplitTensors, predicted_mask: torch.Tensor, telea_radius: int) -> dict[str, torch.Tensor]:
@@ -69,39 +104,58 @@ def _outputs(models: Models, part: SplitTensors, predicted_mask: torch.Tensor, t
         "gt_mask": inpaint(models.finetuned, part.occluded_image, part.occluder_mask, resolution),
         "telea": telea_inpaint(part.occluded_image, predicted_mask, telea_radius),
         "telea_gt_mask": telea_inpaint(part.occluded_image, part.occluder_mask, telea_radius),
+        "navier_stokes": navier_stokes_inpaint(part.occluded_image, predicted_mask, telea_radius),
+        "navier_stokes_gt_mask": navier_stokes_inpaint(part.occluded_image, part.occluder_mask, telea_radius),
         "occluded_input": part.occluded_image,
     }
 
 
 def _score(models: Models, split: SplitFiles | SplitTensors, batch_size: int, telea_radius: int,
-           shown: list[int]) -> dict[str, Any]:
-    """Per-image scores of every method on one split, pooled class IoU, and the rows `shown` for a grid."""
+           shown: list[int], cleanup_kernel: int = 0, perceptual: Perceptual | None = None) -> dict[str, Any]:
+    """Per-image scores of every method on one split, segmentation with and without clean-up (pooled
+    class confusion for a three-class segmenter), FID sets, and the rows `shown` for a grid."""
     scores: dict[str, dict[str, list[torch.Tensor]]] = {method: {} for method in METHODS}
-    segmentation: dict[str, list[torch.Tensor]] = {}
-    confusion = torch.zeros(len(CLASSES), 2, dtype=torch.float64)
-    three_classes = True
+    variants = cleanup_variants(models.seg.opening_kernel, cleanup_kernel) if cleanup_kernel else {}
+    segmentation: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in ("configured", *variants)}
+    confusion = {name: torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.float64) for name in segmentation}
+    lpips = perceptual.lpips if perceptual and isinstance(perceptual.lpips, LpipsScorer) else None
+    keep_for_fid = perceptual is not None and isinstance(perceptual.fid, FidScorer)
+    fid_sets: dict[str, list[torch.Tensor]] = {name: [] for name in (*FID_METHODS, "clean")} if keep_for_fid else {}
     grid: list[list[torch.Tensor]] = [[], [], [], []]
     for start in range(0, len(split), batch_size):
         part = split.select(start, start + batch_size)
-        predicted_mask = predict_masks(models.segmenter, part.occluded_image, models.seg.threshold,
-                                       models.seg.resolution, models.seg.opening_kernel)
+        masks = {"configured": predict_masks(models.segmenter, part.occluded_image, models.seg.threshold,
+                                             models.seg.resolution, models.seg.opening_kernel)}
+        for name, kernel in variants.items():
+            masks[name] = predict_masks(models.segmenter, part.occluded_image, models.seg.threshold,
+                                        models.seg.resolution, kernel)
+        predicted_mask = masks["configured"]
+        face = _face_labels(models, part.occluded_image)
         outputs = _outputs(models, part, predicted_mask, telea_radius)
         for method, output in outputs.items():
-            for name, values in inpainting_metrics(output, part.clean_image, part.occluder_mask).items():
-                scores[method].setdefault(name, []).append(values)
-        for name, values in segmentation_metrics(predicted_mask, part.occluder_mask).items():
-            segmentation.setdefault(name, []).append(values)
-        labels = _predicted_labels(models, part.occluded_image, predicted_mask) if three_classes else None
-        if labels is None:
-            three_classes = False
-        else:
-            confusion += class_confusion(labels, part.label_map, len(CLASSES))
+            values = inpainting_metrics(output, part.clean_image, part.occluder_mask)
+            if lpips is not None:
+                values.update(lpips=lpips(output, part.clean_image), lpips_masked=lpips(output, part.clean_image,
+                                                                                         part.occluder_mask))
+            for name, value in values.items():
+                scores[method].setdefault(name, []).append(value)
+        for method in fid_sets:
+            image = part.clean_image if method == "clean" else outputs[method]
+            fid_sets[method].append((image.clamp(0, 1) * 255).round().byte())
+        for variant, mask in masks.items():
+            values = {**segmentation_metrics(mask, part.occluder_mask), "mask_ssim": mask_ssim(mask, part.occluder_mask)}
+            for name, value in values.items():
+                segmentation[variant].setdefault(name, []).append(value)
+            if face is not None:
+                labels = torch.where(mask[:, 0] > 0, len(CLASSES) - 1, face)
+                confusion[variant] += class_confusion(labels, part.label_map, len(CLASSES))
         rows = [index - start for index in shown if start <= index < start + len(part)]
         for column, tensor in enumerate((part.occluded_image, predicted_mask, outputs["end_to_end"], part.clean_image)):
             grid[column].extend(tensor[row] for row in rows)
     return {"per_image": {m: {k: torch.cat(v) for k, v in named.items()} for m, named in scores.items()},
-            "segmentation": {k: torch.cat(v) for k, v in segmentation.items()},
-            "class_iou": class_iou(confusion) if three_classes else None,
+            "segmentation": {variant: {k: torch.cat(v) for k, v in named.items()} for variant, named in segmentation.items()},
+            "confusion": confusion if face is not None else None,
+            "fid_sets": {m: torch.cat(v) for m, v in fid_sets.items()},
             "grid": [torch.stack(column) for column in grid] if grid[0] else []}
 
 
@@ -109,28 +163,49 @@ def _mean(values: torch.Tensor) -> float:
     return round(float(values.mean()), 5)
 
 
+def _segmentation_summary(per_image: dict[str, torch.Tensor], confusion: torch.Tensor | None) -> dict[str, float]:
+    """Per-image means of the occluder mask's IoU, Dice, pixel accuracy, mask SSIM; with three classes,
+    paper 000's pooled IoU and Dice per class (over all test pixels), their means and pixel accuracy."""
+    summary = {k: _mean(v) for k, v in per_image.items()}
+    if confusion is not None:
+        pooled = class_scores(confusion)
+        summary.update({f"iou_{name}": round(float(v), 5) for name, v in zip(CLASSES, pooled["iou"])})
+        summary["miou"] = round(float(pooled["iou"].mean()), 5)
+        summary.update({f"dice_{name}": round(float(v), 5) for name, v in zip(CLASSES, pooled["dice"])})
+        summary["mean_dice"] = round(float(pooled["dice"].mean()), 5)
+        summary["pixel_accuracy_classes"] = round(float(pooled["pixel_accuracy"]), 5)
+    return summary
+
+
 def _summary(scored: dict[str, Any], samples: int) -> dict[str, Any]:
-    segmentation = {k: _mean(v) for k, v in scored["segmentation"].items()}
-    if scored["class_iou"] is not None:
-        # Paper 000's mIoU: per class over all test pixels, then the mean of background, face, occluder.
-        segmentation.update({f"iou_{name}": round(float(v), 5) for name, v in zip(CLASSES, scored["class_iou"])})
-        segmentation["miou"] = round(float(scored["class_iou"].mean()), 5)
-    summary: dict[str, Any] = {"samples": samples, "segmentation": segmentation}
+    confusion = scored["confusion"] or {}
+    summary: dict[str, Any] = {"samples": samples, "segmentation": _segmentation_summary(
+        scored["segmentation"]["configured"], confusion.get("configured"))}
     for method, values in scored["per_image"].items():
-        summary[method] = {k: _mean(v) for k, v in values.items()}
+        summary[method] = {k: _mean(values[k]) for k in METRICS}
+    cleanup = {variant: _segmentation_summary(values, confusion.get(variant))
+               for variant, values in scored["segmentation"].items() if variant != "configured"}
+    if cleanup:
+        summary["segmentation_cleanup"] = cleanup
     return summary
 
 
 def _bin_rows(method_scores: dict[str, dict[str, torch.Tensor]], mask_ratio: torch.Tensor,
-              edges: tuple[float, ...]) -> list[dict[str, Any]]:
-    """One row per bin of `edges` (every bin, empty ones with no scores), every method and metric."""
+              edges: tuple[float, ...], fid: dict[str, list[float | None]] | None = None) -> list[dict[str, Any]]:
+    """One row per bin of `edges` (every bin, empty ones with no scores), every method and metric; the
+    label and a numeric midpoint (percent) for plots."""
     rows = []
-    for low, high in zip(edges[:-1], edges[1:]):
-        inside = (mask_ratio >= low) & ((mask_ratio < high) | ((high == edges[-1]) & (mask_ratio <= high)))
-        row: dict[str, Any] = {"mask_ratio_bin": f"{low:.0%}-{high:.0%}", "samples": int(inside.sum())}
+    index = bin_index(mask_ratio, edges)
+    for number, bin_ in enumerate(mask_ratio_bins(edges)):
+        inside = index == number
+        row: dict[str, Any] = {"mask_ratio_bin": bin_.label, "mask_ratio_percent": bin_.midpoint_percent,
+                               "samples": int(inside.sum())}
         for method, scores in method_scores.items():
-            for name in METRICS:
-                row[f"{method}.{name}"] = round(float(scores[name][inside].mean()), 5) if inside.any() else None
+            for name in (*METRICS, *LPIPS_METRICS):
+                if name in scores:
+                    row[f"{method}.{name}"] = round(float(scores[name][inside].mean()), 5) if inside.any() else None
+            if fid and method in fid:
+                row[f"{method}.fid"] = None if fid[method][number] is None else round(fid[method][number], 4)
         rows.append(row)
     return rows
 
@@ -179,31 +254,119 @@ def photograph_split(resolution: int, seed: int) -> SplitTensors:
     )
 
 
+def _perceptual_record(perceptual: Perceptual, per_image: dict[str, dict[str, torch.Tensor]],
+                       fid_overall: dict[str, float | None] | None) -> dict[str, Any]:
+    """LPIPS and FID over the whole test split, or why they are not there."""
+    record: dict[str, Any] = {}
+    if isinstance(perceptual.lpips, LpipsScorer):
+        record["lpips"] = {"available": True, "net": perceptual.lpips.net,
+                           "overall": {m: {k: _mean(v[k]) for k in LPIPS_METRICS} for m, v in per_image.items()}}
+    else:
+        record["lpips"] = perceptual.lpips.record()
+    if isinstance(perceptual.fid, FidScorer) and fid_overall is not None:
+        record["fid"] = {"available": True, "note": "Inception V3 pool features; biased upward on few images",
+                         "overall": {m: {"fid": None if v is None else round(v, 4)} for m, v in fid_overall.items()}}
+    else:
+        record["fid"] = perceptual.fid.record() if isinstance(perceptual.fid, Unavailable) else {
+            "available": False, "reason": "not computed"}
+    return record
+
+
+def _fid(scorer: FidScorer, sets: dict[str, torch.Tensor], groups: list[torch.Tensor]
+         ) -> tuple[dict[str, float | None], dict[str, list[float | None]]]:
+    """FID of each method against the clean images, overall and in each group (bin) of indices."""
+    real = sets["clean"].float() / 255
+    overall, by_group = {}, {}
+    for method in FID_METHODS:
+        generated = sets[method].float() / 255
+        overall[method] = scorer(generated, real)
+        by_group[method] = [scorer(generated[index], real[index]) for index in groups]
+    return overall, by_group
+
+
+def _by_occluder(per_image: dict[str, dict[str, torch.Tensor]], occluder_type: list[str]) -> dict[str, Any]:
+    """Mean scores per occluder type, for the methods worth comparing."""
+    types = np.array(occluder_type)
+    grouped: dict[str, Any] = {}
+    for kind in sorted(set(occluder_type)):
+        inside = torch.from_numpy(types == kind)
+        grouped[kind] = {method: {"samples": int(inside.sum()),
+                                  **{k: _mean(per_image[method][k][inside]) for k in METRICS}}
+                         for method in OCCLUDER_METHODS}
+    return grouped
+
+
+def per_image_rows(per_image: dict[str, dict[str, torch.Tensor]], split: SplitFiles | SplitTensors,
+                   edges: tuple[float, ...]) -> list[dict[str, Any]]:
+    """One row per (image, method): the image's id, mask ratio, bin, occluder type and every metric."""
+    labels = bin_labels(split.mask_ratio, edges)
+    rows = []
+    for index, sample in enumerate(split.ids):
+        for method, scores in per_image.items():
+            rows.append({"sample": sample, "mask_ratio": round(float(split.mask_ratio[index]), 6), "bin": labels[index],
+                         "occluder": split.occluder_type[index], "method": method,
+                         **{name: float(values[index]) for name, values in scores.items()}})
+    return rows
+
+
+def evaluation_device(cfg: Config) -> torch.device:
+    if cfg.evaluation.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.evaluation.device)
+
+
 def evaluate(cfg: Config) -> dict[str, Any]:
-    """Metrics of every method on the test split and on the photograph set, plus the grid's tensors."""
+    """Metrics of every method on the test split and on the photograph set, per-image scores, the
+    grid's tensors, the Grad-CAM maps of the grid's samples and the deocclusion path's latency."""
     paths = Paths(cfg.root)
+    settings = cfg.evaluation
     test = load_split(paths.dataset, "test")
     segmenter, seg = load_checkpoint(paths.segmenter)
     finetuned, inp = load_checkpoint(paths.finetuned_inpainter)
     base_inpainter, _ = load_checkpoint(paths.inpainter)
-    device = torch.device("cuda" if cfg.evaluation.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if cfg.evaluation.device == "auto" else cfg.evaluation.device)
+    device = evaluation_device(cfg)
     # The networks run on the configured device; inputs move there batch by batch, results come back.
     models = Models(segmenter.to(device), finetuned.to(device), base_inpainter.to(device), seg, inp)
-    batch_size, radius = cfg.evaluation.batch_size, cfg.evaluation.telea_radius
+    perceptual = Perceptual(load_lpips(settings.lpips_net, device), load_fid(device))
+    for missing in (p for p in (perceptual.lpips, perceptual.fid) if isinstance(p, Unavailable)):
+        logger.warning("%s unavailable: %s", missing.metric.upper(), missing.reason)
+    batch_size, radius, edges = settings.batch_size, settings.telea_radius, settings.mask_ratio_bins
 
-    scored = _score(models, test, batch_size, radius, _spread(test.mask_ratio, cfg.evaluation.grid_samples))
-    metrics: dict[str, Any] = {"test_samples": len(test), **_summary(scored, len(test))}
+    shown = _spread(test.mask_ratio, settings.grid_samples)
+    scored = _score(models, test, batch_size, radius, shown, settings.cleanup_kernel, perceptual)
+    metrics: dict[str, Any] = {
+        "about": {"profile": cfg.profile, "segmenter": seg.arch, "inpainter": inp.arch,
+                  "resolution": cfg.data.resolution, "params_hash": cfg.params_hash[:12]},
+        "methods": METHODS, "test_samples": len(test), **_summary(scored, len(test))}
     del metrics["samples"]
-    bins = _bin_rows(scored["per_image"], test.mask_ratio, cfg.evaluation.mask_ratio_bins)
+    fid_overall = fid_bins = None
+    if isinstance(perceptual.fid, FidScorer):
+        index = bin_index(test.mask_ratio, edges)
+        fid_overall, fid_bins = _fid(perceptual.fid, scored["fid_sets"],
+                                     [torch.nonzero(index == n)[:, 0] for n in range(len(edges) - 1)])
+    bins = _bin_rows(scored["per_image"], test.mask_ratio, edges, fid_bins)
+    metrics["perceptual"] = _perceptual_record(perceptual, scored["per_image"], fid_overall)
+    metrics["by_occluder"] = _by_occluder(scored["per_image"], test.occluder_type)
 
     # The photograph set's face has no annotated outline: only the occluder metrics are meaningful.
     photos = photograph_split(cfg.data.resolution, cfg.seed)
-    photo_scored = _score(models, photos, batch_size, radius, _spread(photos.mask_ratio, cfg.evaluation.grid_samples))
-    photo_scored["class_iou"] = None
+    photo_scored = _score(models, photos, batch_size, radius, _spread(photos.mask_ratio, settings.grid_samples))
+    photo_scored["confusion"] = None
     metrics["photographs"] = _summary(photo_scored, len(photos))
     metrics["checks"] = quality_checks(metrics, bins)
-    return {"metrics": metrics, "bins": bins, "grid": scored["grid"], "photograph_grid": photo_scored["grid"],
+
+    shown_images = scored["grid"][0] if scored["grid"] else test.select(0, 1).occluded_image
+    cams = grad_cam(models.segmenter, shown_images, seg.resolution)
+    classes = list(CLASSES) if cams.shape[1] == len(CLASSES) else ["occluder"]
+    metrics["gradcam"] = {"samples": [test.ids[i] for i in shown], "classes": classes}
+    deoccluder = Deoccluder(models.segmenter, models.finetuned, seg.resolution, inp.resolution, seg.threshold,
+                            seg.opening_kernel)
+    metrics["latency"] = latency_record(deoccluder, test.select(0, max(settings.latency_batch_sizes)).occluded_image,
+                                        settings.latency_batch_sizes, settings.latency_repeats)
+    return {"metrics": metrics, "bins": bins, "per_image": per_image_rows(scored["per_image"], test, edges),
+            "grid": scored["grid"], "photograph_grid": photo_scored["grid"],
+            "gradcam": {"images": shown_images, "maps": cams, "samples": metrics["gradcam"]["samples"],
+                        "classes": classes},
             "architectures": {"segmenter": seg.arch, "inpainter": inp.arch}}
 
 
@@ -279,6 +442,54 @@ Columns: occluded input | predicted mask | de-occluded output | ground truth. Te
 """
 
 
+def save_gradcam(gradcam: dict[str, Any], directory: Path, scale: int = 4) -> Path:
+    """One PNG per sample and class under `directory`, and one sheet beside it (a row per sample:
+    the image, then each class's map); returns the sheet's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.png"):
+        old.unlink()
+    rows = []
+    for image, maps, sample in zip(gradcam["images"], gradcam["maps"], gradcam["samples"]):
+        plain = Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        tiles = [np.asarray(plain.resize((plain.width * scale, plain.height * scale), Image.NEAREST))]
+        for label, cam in zip(gradcam["classes"], maps):
+            tile = overlay(image, cam, scale)
+            Image.fromarray(tile).save(directory / f"{sample}_{label}.png")
+            tiles.append(tile)
+        rows.append(np.concatenate(tiles, axis=1))
+    sheet = directory.with_suffix(".png")
+    Image.fromarray(np.concatenate(rows, axis=0)).save(sheet)
+    return sheet
+
+
+def champion_results(cfg: Config) -> Champion | None:
+    """The registered champion's recorded evaluation (its register run's metrics.json and bin table)."""
+    try:
+        version = champion_version(DEOCCLUSION_MODEL)
+        if version is None:
+            return None
+        record = version_record(DEOCCLUSION_MODEL, version)
+        run_id = record.tags.get("register_run_id") or record.run_id
+        with tempfile.TemporaryDirectory(prefix="champion-") as workdir:
+            metrics_file = download_run_file(run_id, "evaluation/metrics.json", Path(workdir))
+            bins_file = download_run_file(run_id, "evaluation/by_mask_ratio.csv", Path(workdir))
+            if metrics_file is None:
+                return None
+            metrics = json.loads(metrics_file.read_text())
+            bins = read_bins(bins_file) if bins_file is not None else None
+    except (LookupError, OSError, ValueError) as error:
+        logger.warning("champion's recorded evaluation not shown: %s", error)
+        return None
+    ours = data_version(cfg.root, Paths(cfg.root).dataset)
+    note = ("Tested on this same data version." if record.tags.get("data_version") == ours
+            else "Tested on another data version: compare with care.")
+    return Champion(f"champion v{version}", metrics, bins, note)
+
+
+REPORT_FILES = ("report.html", "report.md", "samples.png", "gradcam.png", "by_mask_ratio.csv", "per_image.csv",
+                "metrics.json")
+
+
 def run(cfg: Config) -> dict[str, Any]:
     seed_everything(cfg.seed)
     paths = Paths(cfg.root)
@@ -286,17 +497,21 @@ def run(cfg: Config) -> dict[str, Any]:
     columns = [torch.cat([a, b]) for a, b in zip(result["grid"], result["photograph_grid"])] \
         if result["photograph_grid"] else result["grid"]
     grid = save_grid(columns, paths.evaluation / "samples.png")
+    save_gradcam(result["gradcam"], paths.evaluation / "gradcam")
     write_csv(result["bins"], paths.evaluation / "by_mask_ratio.csv")
+    write_csv(result["per_image"], paths.evaluation / "per_image.csv")
     write_text(paths.evaluation / "report.md", render_report(cfg, result, grid.name))
     write_json(paths.evaluation / "metrics.json", result["metrics"])
     with stage_run(cfg, "evaluate", {"test_samples": result["metrics"]["test_samples"]}):
-        log_metrics(flat_metrics({k: v for k, v in result["metrics"].items() if k != "checks"}))
-        for name in ("report.md", "samples.png", "by_mask_ratio.csv", "metrics.json"):
+        champion = champion_results(cfg)
+        write_text(paths.evaluation / "report.html", render_report_from_dir(paths.evaluation, champion=champion))
+        log_metrics(flat_metrics({k: v for k, v in result["metrics"].items() if k not in ("checks", "latency")}))
+        for name in REPORT_FILES:
             log_artifact(paths.evaluation / name, "evaluation")
     failed = [name for name, ok in result["metrics"]["checks"].items() if not ok]
     if failed:
         logger.warning("issue 9 floors not met: %s", "; ".join(failed))
-    logger.info("evaluation report: %s", paths.evaluation / "report.md")
+    logger.info("evaluation report: %s", paths.evaluation / "report.html")
     return result["metrics"]
 
 
