@@ -34,6 +34,11 @@ GOOD = {"end_to_end": {"l1": 0.02, "psnr": 30.0, "ssim": 0.90, "l1_masked": 0.10
                           "ssim_masked": 0.52}}
 
 
+# The gate as params.yaml sets it by default, spelled out: these tests are about it, whatever the tiny config does.
+GATE = {"floor_baselines": ["occluded_input", "telea"], "floor_metrics": list(METRICS), "min_improvement": 0.0,
+        "bootstrap_resamples": 2000, "confidence": 0.95, "bootstrap_seed": 0}
+
+
 def dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=project_env(root), capture_output=True, text=True,
                           check=True, timeout=600)
@@ -98,7 +103,7 @@ def champion(root: Path) -> str | None:
 @pytest.fixture(scope="module")
 def story(tmp_path_factory):
     """v1 below a floor; v2 the first good one; v3 no better than v2; v4 clearly better than v2."""
-    root = make_project(tmp_path_factory.mktemp("register") / "project")
+    root = make_project(tmp_path_factory.mktemp("register") / "project", {"promotion": GATE})
     dvc(root, "repro", "generate")  # the dataset, versioned in dvc.lock
     untrained_checkpoints(root)
     samples = len(split_ids(root))
@@ -291,3 +296,28 @@ def test_rollback_restores_the_previous_champion_and_history_lists_every_move(st
     assert all(" by " in line for line in lines)
     challengers = [line.split()[4] for line in history.stdout.splitlines()[1:] if line.split()[1] == "challenger"]
     assert challengers == ["1", "3", "5"]
+
+
+def test_runs_compare_works_against_a_tracking_server(story, tmp_path):
+    root, _, _ = story
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                               "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=project_env(root),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                assert server.poll() is None, server.stdout.read().decode()[-3000:]
+                assert time.monotonic() < deadline, "mlflow server did not start within 120 s"
+                time.sleep(1)
+        result = deocclude(tmp_path, "runs", "compare", "2", "4", "--html", str(tmp_path / "page.html"),
+                           env=project_env(root, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}"))
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "deocclusion v4: psnr_masked: improvement +1." in result.stdout and (tmp_path / "page.html").is_file()
