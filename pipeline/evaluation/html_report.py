@@ -136,9 +136,17 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _figure(figure: Figure) -> str:
+def png_width(png: bytes) -> int:
+    """Width from the PNG header (IHDR), 0 when it is not a PNG."""
+    return int.from_bytes(png[16:20], "big") if png[:8] == b"\x89PNG\r\n\x1a\n" else 0
+
+
+def _figure(figure: Figure, min_width: int = 520) -> str:
+    """The image embedded; small ones (64 px faces) shown enlarged, pixels kept sharp."""
     caption = f"<figcaption>{_e(figure.caption)}</figcaption>" if figure.caption else ""
-    return (f'<figure><img src="{png_data_uri(figure.png)}" alt="{_e(figure.title)}">{caption}</figure>')
+    width = png_width(figure.png)
+    size = f' width="{min(1100, max(width, min_width))}"' if width else ""
+    return f'<figure><img src="{png_data_uri(figure.png)}" alt="{_e(figure.title)}"{size}>{caption}</figure>'
 
 
 def _availability(metrics: Mapping[str, Any]) -> dict[str, str | None]:
@@ -232,12 +240,20 @@ def _methods_table(metrics: Mapping[str, Any], methods: Mapping[str, str]) -> st
 
 
 def _segmentation(metrics: Mapping[str, Any]) -> str:
-    variants = metrics.get("segmentation_cleanup") or {"as configured": metrics.get("segmentation", {})}
+    """One row per metric, one column per mask variant: as the segmenter is configured, with no
+    clean-up, and with paper 003's opening."""
+    variants = {"as configured": metrics.get("segmentation", {})}
+    for name, values in (metrics.get("segmentation_cleanup") or {}).items():
+        kernel = name.removeprefix("opening_")
+        variants["no clean-up" if name == "none" else f"opening {kernel}×{kernel}"] = values
     names: list[str] = []
     for values in variants.values():
         names.extend(k for k in values if k not in names)
-    rows = [[variant, *[values.get(n) for n in names]] for variant, values in variants.items()]
-    return table(["masks", *names], rows)
+    rows = [[name, *[values.get(name) for values in variants.values()]] for name in names]
+    note = ('<p class="note">iou, dice, pixel_accuracy, mask_ssim: the occluder mask, per image, averaged; '
+            "*_background / *_face / *_occluder, miou, mean_dice, pixel_accuracy_classes: three classes, "
+            "pooled over all test pixels (paper 000).</p>")
+    return table(["metric", *variants], rows) + note
 
 
 def _grouped(metrics: Mapping[str, Any], key: str, first: str) -> str:

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from pipeline.evaluation.metrics import dice, iou, l1_error, pixel_accuracy, psnr, ssim
@@ -73,3 +74,47 @@ def test_class_iou_pools_pixels_over_the_set():
     predicted = torch.tensor([[[0, 1], [1, 2]]])
     iou_per_class = class_iou(class_confusion(predicted, true, 3))
     assert iou_per_class.tolist() == [1.0, 0.5, 0.5]
+
+
+def test_ssim_of_two_flat_images_by_hand():
+    # Flat images: means a and b, no variance or covariance, so SSIM = (2ab + C1) / (a^2 + b^2 + C1).
+    a, b, c1 = 0.5, 0.25, 0.01 ** 2
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)
+    value = ssim(torch.full((1, 3, 16, 16), a), torch.full((1, 3, 16, 16), b))
+    assert math.isclose(value.item(), expected, rel_tol=1e-4)
+
+
+def test_masked_psnr_and_l1_by_hand():
+    target = torch.zeros(1, 3, 4, 4)
+    prediction = target.clone()
+    prediction[..., 0, 0] = 0.5            # one pixel off by 0.5 in every channel
+    region = torch.zeros(1, 1, 4, 4)
+    region[..., 0, :2] = 1                 # two pixels, one of them wrong: MSE 0.125, L1 0.25
+    assert math.isclose(psnr(prediction, target, region).item(), 10 * math.log10(1 / 0.125), rel_tol=1e-5)
+    assert math.isclose(l1_error(prediction, target, region).item(), 0.25, rel_tol=1e-6)
+    assert math.isclose(psnr(prediction, target).item(), 10 * math.log10(16 / 0.25), rel_tol=1e-5)
+    assert psnr(prediction, target, torch.zeros(1, 1, 4, 4)).item() == 100.0   # nothing inside: nothing wrong
+
+
+def test_mask_ssim_and_dice_of_a_shifted_mask():
+    from pipeline.evaluation.metrics import mask_ssim
+
+    true = torch.zeros(1, 1, 16, 16)
+    true[..., :, :8] = 1                  # left half: 128 pixels
+    assert mask_ssim(true, true).item() == pytest.approx(1.0, abs=1e-5)
+    shifted = torch.zeros(1, 1, 16, 16)
+    shifted[..., :, 4:12] = 1             # 128 pixels, 64 shared
+    assert math.isclose(dice(shifted, true).item(), 2 * 64 / 256)
+    assert math.isclose(iou(shifted, true).item(), 64 / 192, rel_tol=1e-6)
+    assert mask_ssim(shifted, true).item() < 0.9
+
+
+def test_pooled_class_scores_by_hand():
+    from pipeline.evaluation.metrics import class_confusion, class_scores
+
+    true = torch.tensor([[[0, 1], [2, 2]]])
+    predicted = torch.tensor([[[0, 1], [1, 2]]])
+    scores = class_scores(class_confusion(predicted, true, 3))
+    assert scores["iou"].tolist() == [1.0, 0.5, 0.5]
+    assert scores["dice"].tolist() == pytest.approx([1.0, 2 / 3, 2 / 3])
+    assert scores["pixel_accuracy"].item() == 0.75
