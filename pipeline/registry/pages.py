@@ -142,10 +142,10 @@ def decision_section(decision: GateDecision) -> str:
     return "\n".join(parts)
 
 
-def gate_page(name: str, version: str, metric: str, decision: GateDecision, ours: Mapping[str, Mapping[str, float]],
-              theirs: Mapping[str, Mapping[str, float]] | None, champion_source: str | None,
-              mask_ratios: Sequence[float], ids: Sequence[str], edges: Sequence[float]) -> str:
-    """The gate's report for one version: decision, floors, interval, and the primary metric by bin."""
+def gate_section(version: str, metric: str, decision: GateDecision, ours: Mapping[str, Mapping[str, float]],
+                 theirs: Mapping[str, Mapping[str, float]] | None, champion_source: str | None,
+                 mask_ratios: Sequence[float], ids: Sequence[str], edges: Sequence[float]) -> str:
+    """The gate's decision, floors, interval, and the paired primary metric by mask-ratio bin (HTML body)."""
     metric_name = metric.partition(".")[2]
     ratios = dict(zip(ids, mask_ratios))
     series = {f"version {version}": per_bin_means({s: v[metric_name] for s, v in ours.items()}, ratios, edges)}
@@ -155,9 +155,13 @@ def gate_page(name: str, version: str, metric: str, decision: GateDecision, ours
     body = [decision_section(decision)]
     if champion_source:
         body.append(f"<p>Champion scores: {_e(champion_source)}.</p>")
-    body.append(f"<h2>{_e(metric)} by mask ratio</h2>")
-    body.append(bar_chart(f"{metric} by mask-ratio bin (test split)", bin_labels(edges), series))
-    return page(f"{name} version {version}: promotion gate", "\n".join(body))
+    body.append(bar_chart(f"{metric} by mask-ratio bin, paired test images", bin_labels(edges), series))
+    return "\n".join(body)
+
+
+def gate_page(name: str, version: str, section: str) -> str:
+    """The gate's report on its own, when there is no evaluation report to put it in."""
+    return page(f"{name} version {version}: promotion gate", section)
 
 
 def model_card(name: str, version: str, metrics: Mapping[str, Any], decision: GateDecision, tags: Mapping[str, str],

@@ -33,10 +33,11 @@ from pipeline.registry.gate import CHAMPION, GateDecision, check_floors, decide,
 from pipeline.registry.mlflow_models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, download_run_file,
                                              load_deoccluder, log_deocclusion_model, log_network, register,
                                              set_version_tags, tensor_signature, version_record)
-from pipeline.registry.pages import gate_page, model_card
+from pipeline.evaluation.html_report import render_report_from_dir
+from pipeline.registry.pages import gate_page, gate_section, model_card
 from pipeline.registry.tracking import artifact_link, log_artifact, log_metrics, log_params, set_tags
 from pipeline.stages.common import Paths, data_version, flat_metrics, provenance_tags, stage_run, write_json, write_text
-from pipeline.stages.evaluate import metric_value
+from pipeline.stages.evaluate import champion_results, metric_value
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +188,9 @@ def run(cfg: Config) -> dict[str, Any]:
             version = versions[DEOCCLUSION_MODEL]
             report_link = artifact_link(cfg.registry, run_id, f"gate/{GATE_PAGE}")
             write_per_image_csv(ours, group, workdir / "per_image.csv")
-            page = gate_page(DEOCCLUSION_MODEL, version, cfg.registry.promote_metric, decision, paired_ours, theirs,
-                             champion_source, test.mask_ratio.tolist(), test.ids, cfg.evaluation.mask_ratio_bins)
+            section = gate_section(version, cfg.registry.promote_metric, decision, paired_ours, theirs, champion_source,
+                                   test.mask_ratio.tolist(), test.ids, cfg.evaluation.mask_ratio_bins)
+            page = _gate_report(cfg, paths, version, section)
             card = model_card(DEOCCLUSION_MODEL, version, metrics, decision, {**version_tags, "profile": cfg.profile},
                               segmenter_settings.arch, inpainter_settings.arch, cfg.registry.promote_metric)
             gate_path, card_path = paths.registration.with_name(GATE_PAGE), paths.registration.with_name(MODEL_CARD)
@@ -233,6 +235,15 @@ def run(cfg: Config) -> dict[str, Any]:
     write_json(paths.registration, summary)
     logger.info("registered %s version %s as %s: %s", DEOCCLUSION_MODEL, version, decision.alias, decision.reason)
     return summary
+
+
+def _gate_report(cfg: Config, paths: Paths, version: str, section: str) -> str:
+    """The evaluation report with the gate's decision on top (the champion's recorded values beside
+    the candidate's), or the gate's section alone when the evaluation left no report inputs."""
+    if (paths.evaluation / "by_mask_ratio.csv").is_file():
+        return render_report_from_dir(paths.evaluation, title=f"{DEOCCLUSION_MODEL} version {version}",
+                                      champion=champion_results(cfg), extra_sections=[("Promotion gate", section)])
+    return gate_page(DEOCCLUSION_MODEL, version, section)
 
 
 def _resolved(cfg: Config) -> dict[str, Any]:

@@ -62,10 +62,18 @@ def split_ids(root: Path) -> list[tuple[str, float]]:
         return [(row["id"], float(row["mask_ratio"])) for row in csv.DictReader(handle) if row["split"] == "test"]
 
 
-def write_evaluation(root: Path, metrics: dict, psnr_masked: np.ndarray) -> None:
-    """metrics.json as the evaluate stage writes it, and per_image.csv whose end_to_end psnr_masked is given."""
+def write_evaluation(root: Path, metrics: dict, psnr_masked: np.ndarray, bins: bool = False) -> None:
+    """metrics.json as the evaluate stage writes it, per_image.csv whose end_to_end psnr_masked is
+    given, and with `bins` a by_mask_ratio.csv (the evaluation report's other input)."""
     evaluation = root / "reports/eval"
     evaluation.mkdir(parents=True, exist_ok=True)
+    (evaluation / "by_mask_ratio.csv").unlink(missing_ok=True)
+    if bins:
+        with open(evaluation / "by_mask_ratio.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["mask_ratio_bin", "samples", *[f"{m}.{k}" for m in metrics for k in METRICS]])
+            for label in ("1%-30%", "30%-60%"):
+                writer.writerow([label, 6, *[metrics[m][k] for m in metrics for k in METRICS]])
     payload = {**metrics, "test_samples": len(psnr_masked)}
     payload["end_to_end"] = {**metrics["end_to_end"], "psnr_masked": float(np.mean(psnr_masked))}
     (evaluation / "metrics.json").write_text(json.dumps(payload))
@@ -113,10 +121,13 @@ def story(tmp_path_factory):
     below_floor = {**GOOD, "end_to_end": {**GOOD["end_to_end"], "ssim": 0.796}}  # issue 10: under the input's 0.819
     steps = [("1", below_floor, base), ("2", GOOD, base), ("3", GOOD, base + rng.normal(0, 0.5, size=samples)),
              ("4", GOOD, base + 1.5 + rng.normal(0, 0.5, size=samples))]
+    pages = {}
     for version, metrics, psnr_masked in steps:
-        write_evaluation(root, metrics, psnr_masked)
+        write_evaluation(root, metrics, psnr_masked, bins=version == "4")
         registrations[version] = register(root)
         champions[version] = champion(root)
+        pages[version] = (root / "reports/gate.html").read_text()
+    registrations["pages"] = pages
     return root, registrations, champions
 
 
@@ -138,8 +149,9 @@ def test_the_first_good_version_is_champion_and_records_its_decision(story):
     assert registrations["2"]["gate"]["comparison"] is None  # no champion to beat yet
     tags = client(root).get_model_version("deocclusion", "2").tags
     assert tags["gate.floors_passed"] == "true" and tags["gate.report"].endswith("gate/gate.html")
-    page = (root / "reports/gate.html").read_text()
-    assert "<svg" in page and "champion" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    page = registrations["pages"]["2"]  # no by_mask_ratio.csv: the gate's page alone
+    assert page.startswith("<!DOCTYPE html>") and "deocclusion version 2: promotion gate" in page
+    assert "<svg" in page and "no champion yet" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
     card = (root / "reports/model_card.md").read_text()
     assert "## Intended use" in card and "## Limits" in card and registrations["2"]["data_version"] in card
 
@@ -160,6 +172,8 @@ def test_a_clearly_better_candidate_is_promoted(story):
     fourth = registrations["4"]
     assert fourth["alias"] == "champion" and champions["4"] == "4" and fourth["previous_champion"] == "2"
     assert fourth["gate"]["comparison"]["lower"] > 1.0
+    page = registrations["pages"]["4"]  # the evaluation report, the gate's decision as a section of it
+    assert "<h2>Promotion gate</h2>" in page and "beats version 2" in page and "Inpainting by mask ratio" in page
 
 
 def test_runs_compare_shows_params_metrics_and_paired_intervals(story, tmp_path):
