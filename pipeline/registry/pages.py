@@ -226,9 +226,7 @@ def compare_page(title: str, labels: Sequence[str], params_rows: Sequence[Sequen
                  bins: Mapping[str, Mapping[str, Sequence[float | None]]], bin_names: Sequence[str]) -> str:
     """Params that differ, every metric side by side, paired intervals, and one chart per binned metric."""
     body = ["<h2>Params that differ</h2>",
-            table(["param", *labels], params_rows) if params_rows else "<p>No param differs.</p>",
-            "<h2>Metrics</h2>",
-            table(["metric", *labels, *[f"{b} − {labels[0]}" for b in labels[1:]]], metric_rows)]
+            table(["param", *labels], params_rows) if params_rows else "<p>No param differs.</p>"]
     if intervals:
         body += ["<h2>Paired bootstrap intervals (per-image improvement over the first)</h2>",
                  interval_chart("mean per-image improvement, 95 % CI", intervals)]
@@ -236,4 +234,6 @@ def compare_page(title: str, labels: Sequence[str], params_rows: Sequence[Sequen
         body.append("<h2>By mask ratio</h2><div class=\"charts\">")
         body += [bar_chart(metric, bin_names, series) for metric, series in bins.items()]
         body.append("</div>")
+    body += ["<h2>Every metric</h2>",
+             table(["metric", *labels, *[f"{b} − {labels[0]}" for b in labels[1:]]], metric_rows)]
     return page(title, "\n".join(body))
