@@ -120,6 +120,22 @@ def test_evaluation_report_and_metrics_are_dvc_outputs(project):
     assert any("reports/eval/metrics.json" in json.dumps(v) for v in shown.values())
 
 
+def test_a_real_run_writes_the_html_report_per_image_scores_and_numeric_bin_plots(project, tmp_path):
+    from tests.evaluation.browser import CHROMIUM, check_page
+
+    root, _ = project
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    outs = {out["path"] for out in lock["stages"]["evaluate"]["outs"]}
+    assert {"reports/eval/report.html", "reports/eval/per_image.csv", "reports/eval/gradcam"} <= outs
+    plots = json.loads(dvc(root, "plots", "show", "--json").stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    values = plots["data"]["psnr_by_mask_ratio"][0]["content"]["data"]["values"]
+    assert sorted({float(v["mask_ratio_percent"]) for v in values}) == [5.5, 15.0, 25.0, 35.0, 45.0, 55.0]
+    if CHROMIUM:
+        check = check_page(root / "reports/eval/report.html", tmp_path)
+        assert check.problems == [] and check.images >= 2 and check.charts >= 6
+
+
 def test_predict_any_size_keeps_known_pixels(project, tmp_path):
     root, _ = project
     source = np.asarray(Image.open(next((root / "data/synthetic/images").iterdir())).resize((45, 70)))

@@ -94,7 +94,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], raw: bool = Fals
 
 
 def line_chart(title: str, categories: Sequence[str], series: Mapping[str, Sequence[float | None]],
-               y_label: str = "", width: int = 380, height: int = 250) -> str:
+               y_label: str = "", width: int = 420, height: int = 250) -> str:
     """One line per series over categorical x positions; a point per known value (class "mark")."""
     values = [v for vs in series.values() for v in vs if v is not None]
     if not values or not categories:
@@ -114,7 +114,7 @@ def line_chart(title: str, categories: Sequence[str], series: Mapping[str, Seque
         parts.append(f'<text x="12" y="{top + plot_h / 2:.0f}" font-size="10" text-anchor="middle" '
                      f'transform="rotate(-90 12 {top + plot_h / 2:.0f})">{_e(y_label)}</text>')
     for i, category in enumerate(categories):
-        parts.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 13}" text-anchor="middle" font-size="10">'
+        parts.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 13}" text-anchor="middle" font-size="9">'
                      f'{_e(category)}</text>')
     for s, (name, vs) in enumerate(series.items()):
         colour = COLOURS[s % len(COLOURS)]

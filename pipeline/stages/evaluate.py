@@ -505,7 +505,8 @@ def run(cfg: Config) -> dict[str, Any]:
     with stage_run(cfg, "evaluate", {"test_samples": result["metrics"]["test_samples"]}):
         champion = champion_results(cfg)
         write_text(paths.evaluation / "report.html", render_report_from_dir(paths.evaluation, champion=champion))
-        log_metrics(flat_metrics({k: v for k, v in result["metrics"].items() if k not in ("checks", "latency")}))
+        log_metrics(flat_metrics({k: v for k, v in result["metrics"].items()
+                                  if k not in ("checks", "latency", "about", "gradcam")}))
         for name in REPORT_FILES:
             log_artifact(paths.evaluation / name, "evaluation")
     failed = [name for name, ok in result["metrics"]["checks"].items() if not ok]

@@ -41,3 +41,26 @@ def test_lpips_from_cached_weights_whole_image_and_inside_a_region(empty_torch_c
     whole, inside = scorer(changed, clean), scorer(changed, clean, region)
     assert whole.shape == inside.shape == (2,)
     assert (whole > 0).all() and (inside > whole).all()       # the local score concentrates on the change
+
+
+def test_fid_from_cached_inception_weights(empty_torch_cache, monkeypatch):
+    from torch_fidelity import feature_extractor_inceptionv3 as inception
+
+    from pipeline.evaluation.perceptual import FidScorer
+
+    with monkeypatch.context() as patch:           # an untrained Inception V3, saved where the real one would be
+        patch.setattr(inception.torch, "load", lambda *args, **kwargs: {})
+        patch.setattr(inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *args, **kwargs: None)
+        torch.manual_seed(0)
+        state = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], "unused").state_dict()
+    weights = cached_checkpoint(inception.URL_INCEPTION_V3)
+    weights.parent.mkdir(parents=True)
+    torch.save(state, weights)
+    scorer = load_fid()
+    assert isinstance(scorer, FidScorer)
+
+    torch.manual_seed(1)
+    real = torch.rand(2, 3, 32, 32)
+    assert scorer(real[:1], real) is None                       # no covariance from one image
+    value = scorer(torch.zeros_like(real), real)                # an untrained network: a number, not a meaning
+    assert isinstance(value, float) and value == value
