@@ -178,9 +178,19 @@ def test_changing_a_training_param_reruns_only_downstream_stages(project):
     assert ran == {"finetune", "evaluate", "register"}
     registration = json.loads((root / "reports/registration.json").read_text())
     assert registration["versions"]["deocclusion"] == "2"
-    expected = "champion" if registration["value"] > registration["previous_value"] else "challenger"
+    comparison = registration["gate"]["comparison"]  # v2 paired with v1, the champion, on the same test images
+    test_samples = json.loads((root / "reports/eval/metrics.json").read_text())["test_samples"]
+    assert registration["previous_champion"] == "1" and comparison["samples"] == test_samples
+    expected = "champion" if comparison["lower"] > 0 else "challenger"
     assert registration["alias"] == expected
     assert "up to date" in dvc(root, "status").stdout
+
+
+def test_the_rerun_evaluation_shows_the_champion_beside_the_candidate(project):
+    """After the param change above, evaluate ran again with version 1 as champion."""
+    root, _ = project
+    page = (root / "reports/eval/report.html").read_text()
+    assert "champion v1" in page and "Tested on this same data version." in page
 
 
 def test_predict_with_an_unknown_model_names_it(project, tmp_path):
