@@ -11,9 +11,11 @@ from torchvision.models import vgg19
 
 from pipeline.models.pretrained import imagenet_state_dict
 
-# Index of each ReLU in torchvision's vgg19().features.
-VGG19_RELU = {"relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13, "relu3_3": 15,
-              "relu3_4": 17, "relu4_1": 20, "relu4_2": 22, "relu4_3": 24, "relu4_4": 26, "relu5_1": 29, "relu5_2": 31}
+# Index of each ReLU and max-pool in torchvision's vgg19().features: paper 000 takes relu*_1,
+# paper 004 (ISNet) pool1-pool3.
+VGG19_LAYERS = {"relu1_1": 1, "relu1_2": 3, "pool1": 4, "relu2_1": 6, "relu2_2": 8, "pool2": 9, "relu3_1": 11,
+                "relu3_2": 13, "relu3_3": 15, "relu3_4": 17, "pool3": 18, "relu4_1": 20, "relu4_2": 22, "relu4_3": 24,
+                "relu4_4": 26, "pool4": 27, "relu5_1": 29, "relu5_2": 31}
 WEIGHT_CHOICES = ("imagenet", "random", "none")
 
 
@@ -27,9 +29,9 @@ class VGG19Features(nn.Module):
     def __init__(self, layers: Sequence[str] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
                  weights: str = "imagenet", seed: int = 0) -> None:
         super().__init__()
-        unknown = [name for name in layers if name not in VGG19_RELU]
+        unknown = [name for name in layers if name not in VGG19_LAYERS]
         if unknown:
-            raise ValueError(f"unknown VGG19 layer(s) {unknown}; known: {list(VGG19_RELU)}")
+            raise ValueError(f"unknown VGG19 layer(s) {unknown}; known: {list(VGG19_LAYERS)}")
         if weights not in ("imagenet", "random"):
             raise ValueError(f"VGG19 weights must be 'imagenet' or 'random', got {weights!r}")
         with torch.random.fork_rng():
@@ -37,7 +39,7 @@ class VGG19Features(nn.Module):
             network = vgg19()
         if weights == "imagenet":
             network.load_state_dict(imagenet_state_dict("vgg19"))
-        self.layer_indices = [VGG19_RELU[name] for name in layers]
+        self.layer_indices = [VGG19_LAYERS[name] for name in layers]
         self.features = network.features[: max(self.layer_indices) + 1].eval().requires_grad_(False)
         self.weights = weights
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)

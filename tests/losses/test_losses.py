@@ -49,3 +49,19 @@ def test_three_class_segmentation_uses_one_hot_bce():
     perfect = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float() * 20 - 10
     assert bce_dice(perfect, mask, labels)["bce"].item() < 1e-3
     assert bce_dice(-perfect, mask, labels)["bce"].item() > 5
+
+
+def test_pool_layers_give_paper_004s_perceptual_features():
+    extractor = VGG19Features(("pool1", "pool2", "pool3"), weights="random")
+    shapes = [tuple(a.shape) for a in extractor(torch.rand(1, 3, 64, 64))]
+    assert shapes == [(1, 64, 32, 32), (1, 128, 16, 16), (1, 256, 8, 8)]
+    assert isinstance(extractor.features[-1], torch.nn.MaxPool2d)
+
+
+def test_hinge_losses_have_the_right_sign():
+    from pipeline.losses.adversarial import discriminator_hinge, generator_hinge
+
+    confident_real, confident_fake = torch.full((1, 1, 4, 4), 2.0), torch.full((1, 1, 4, 4), -2.0)
+    assert discriminator_hinge(confident_real, confident_fake) == 0        # both beyond the margin
+    assert discriminator_hinge(confident_fake, confident_real) > 0
+    assert generator_hinge(confident_real) < generator_hinge(confident_fake)  # -D(G(z)): fakes judged real win
