@@ -14,6 +14,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+# Wall-clock measurements: they depend on the machine's load, not on what the pipeline computed.
+TIMING_SECTIONS = ("latency",)
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
@@ -75,11 +77,13 @@ def check_reproduction(recorded: RecordedVersion, metrics: dict[str, Any], data_
         lines.append(f"note: code at {git_commit}, the version was built at {recorded.git_commit}")
     same_data = data_version == recorded.data_version
     lines.append(f"data version: {data_version} ({'same' if same_data else 'DIFFERS from ' + recorded.data_version})")
-    before, after = _flat(recorded.metrics), _flat(metrics)
+    timings = lambda flat: {k: v for k, v in flat.items() if k.split(".")[0] not in TIMING_SECTIONS}  # noqa: E731
+    before, after = timings(_flat(recorded.metrics)), timings(_flat(metrics))
     differing = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
     for key in differing:
         lines.append(f"  {key}: recorded {before.get(key)!r}, now {after.get(key)!r}")
     identical = same_data and not differing
-    lines.append(f"{recorded.uri}: " + (f"reproduced exactly ({len(before)} metrics identical)" if identical
+    lines.append(f"{recorded.uri}: " + (f"reproduced exactly ({len(before)} metrics identical; timings "
+                                        f"({', '.join(TIMING_SECTIONS)}) not compared)" if identical
                                         else f"NOT reproduced: {len(differing)} of {len(before)} metrics differ"))
     return ReproductionReport(identical, "\n".join(lines))

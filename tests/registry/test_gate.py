@@ -111,3 +111,4 @@ def test_bootstrap_interval_is_seeded_and_covers_the_mean():
     assert first[0] < differences.mean() < first[1]
     # the interval of the mean is about +-1.96 standard errors wide
     assert first[1] - first[0] == pytest.approx(2 * 1.96 * differences.std() / np.sqrt(200), rel=0.15)
+
