@@ -102,7 +102,7 @@ def deocclude_pipeline(project_dir: str = ".") -> dict[str, Any]:
             outcomes[stage] = reproduce(str(root), stage, force, parent_run_id)
             tags["stages_run"] = ",".join(name for name, outcome in outcomes.items() if outcome.ran) or "none"
     registration = json.loads(paths.registration.read_text())
-    report = paths.evaluation / "report.md"
+    report = paths.evaluation / "report.html"
     configure_tracking(cfg.registry)
     summary = {
         "stages_run": [stage for stage, outcome in outcomes.items() if outcome.ran],

@@ -36,7 +36,7 @@ def mlflow_client(root):
 def test_flow_registers_a_champion_that_beats_the_occluded_input(project):
     root, stdout = project
     assert "Champion: models:/deocclusion@champion is version 1" in stdout
-    assert f"Evaluation report: {root / 'reports/eval/report.md'}" in stdout
+    assert f"Evaluation report: {root / 'reports/eval/report.html'}" in stdout
     metrics = json.loads((root / "reports/eval/metrics.json").read_text())
     assert metrics["end_to_end"]["psnr_masked"] > metrics["occluded_input"]["psnr_masked"]
     client = mlflow_client(root)
@@ -167,7 +167,7 @@ def test_predict_on_a_bad_file_exits_2_and_writes_nothing(project, tmp_path, mak
 def test_changing_a_training_param_reruns_only_downstream_stages(project):
     root, _ = project
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["finetune"]["optimizer"]["lr"] = params["finetune"]["optimizer"]["lr"] * 2
+    params["finetune"]["optimizer"]["lr"] = params["finetune"]["optimizer"]["lr"] * 3  # not 2: the README test sets 0.0004 on a copy of this project
     write_params(root, params)
     assert set(json.loads(dvc(root, "status", "--json").stdout)) == {"resolve_params"}
     dvc(root, "repro", "resolve_params")
