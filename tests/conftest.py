@@ -52,6 +52,28 @@ TINY_ARCH_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def restore_mlflow_uris():
+    """mlflow.set_tracking_uri / set_registry_uri (which in-process stages call) also write
+    MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ, where every later subprocess would
+    inherit another test's store: put both back after each test."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    saved = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
+    yield
+    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+    registry_utils._registry_uri = saved["MLFLOW_REGISTRY_URI"]
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def tiny_arch_kwargs(name: str) -> dict[str, Any]:
     return TINY_ARCH_KWARGS.get(name) or TINY_ARCH_KWARGS[name.split("-no-")[0]]
 
