@@ -31,6 +31,9 @@ th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}.champion{co
 .charts{display:flex;flex-wrap:wrap;gap:1em}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
 img{image-rendering:pixelated;max-width:100%}.note{color:#555;font-size:.9em}"""
 
+# Wall-clock figures live apart from metrics.json, whose content depends only on models and data.
+LATENCY_FILE = "latency.json"
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -329,6 +332,9 @@ def read_bins(path: Path) -> list[dict[str, str]]:
 def read_report_inputs(evaluation_dir: Path) -> ReportInputs:
     """What the evaluate stage wrote under `evaluation_dir` (reports/eval)."""
     metrics = json.loads((evaluation_dir / "metrics.json").read_text())
+    latency = evaluation_dir / LATENCY_FILE
+    if latency.is_file():
+        metrics["latency"] = json.loads(latency.read_text())
     bins = read_bins(evaluation_dir / "by_mask_ratio.csv")
     figures = [Figure(name, (evaluation_dir / f"{name}.png").read_bytes(), caption)
                for name, caption in (("samples", "Columns: occluded input | predicted mask | output | ground truth; "

@@ -18,6 +18,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import Schema, TensorSpec
 from PIL import Image
 from torch import nn
+from torch.nn.utils import parametrize
 
 import pipeline
 from pipeline.registry.gate import CHAMPION
@@ -73,11 +74,23 @@ def tensor_signature(inputs: dict[str, tuple[int, ...]], outputs: dict[str, tupl
     return ModelSignature(inputs=schema(inputs), outputs=schema(outputs))
 
 
+def bake_parametrizations(net: nn.Module) -> nn.Module:
+    """`net` in eval mode with each parametrized weight (spectral norm in SA-UNet and the
+    discriminators) replaced by the plain tensor it evaluates to: torch refuses to pickle
+    parametrized modules, and in eval mode the two compute the same function."""
+    net.eval()
+    for module in list(net.modules()):
+        if parametrize.is_parametrized(module):
+            for tensor_name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
+    return net
+
+
 def log_network(net: nn.Module, name: str, signature: ModelSignature | None = None) -> str:
-    """Log a torch network to the active run; returns its model URI."""
+    """Log a torch network to the active run (its parametrizations baked in); returns its model URI."""
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # its warning on pickle is the choice below
     # Pickled, not pt2: an exported graph would need fixed example shapes, and inputs vary in size.
-    info = mlflow.pytorch.log_model(net, name=name, code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS,
+    info = mlflow.pytorch.log_model(bake_parametrizations(net), name=name, code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS,
                                     serialization_format="pickle", signature=signature)
     return info.model_uri
 

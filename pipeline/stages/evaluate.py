@@ -25,7 +25,7 @@ from pipeline.data.photographs import build_photograph_set
 from pipeline.deocclusion import Deoccluder, inpaint, predict_masks, resize
 from pipeline.evaluation.bins import bin_index, bin_labels, mask_ratio_bins
 from pipeline.evaluation.gradcam import grad_cam, overlay
-from pipeline.evaluation.html_report import Champion, read_bins, render_report_from_dir
+from pipeline.evaluation.html_report import LATENCY_FILE, Champion, read_bins, render_report_from_dir
 from pipeline.evaluation.metrics import (class_confusion, class_scores, inpainting_metrics, mask_ssim,
                                          segmentation_metrics)
 from pipeline.evaluation.perceptual import FidScorer, LpipsScorer, Unavailable, load_fid, load_lpips
@@ -487,7 +487,7 @@ def champion_results(cfg: Config) -> Champion | None:
 
 
 REPORT_FILES = ("report.html", "report.md", "samples.png", "gradcam.png", "by_mask_ratio.csv", "per_image.csv",
-                "metrics.json")
+                "metrics.json", LATENCY_FILE)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -501,6 +501,9 @@ def run(cfg: Config) -> dict[str, Any]:
     write_csv(result["bins"], paths.evaluation / "by_mask_ratio.csv")
     write_csv(result["per_image"], paths.evaluation / "per_image.csv")
     write_text(paths.evaluation / "report.md", render_report(cfg, result, grid.name))
+    # Timings differ on every run: kept out of metrics.json, so that a rerun that changes no score
+    # (a cosmetic param) leaves it, and so `register`, untouched.
+    write_json(paths.evaluation / LATENCY_FILE, result["metrics"].pop("latency"))
     write_json(paths.evaluation / "metrics.json", result["metrics"])
     with stage_run(cfg, "evaluate", {"test_samples": result["metrics"]["test_samples"]}):
         champion = champion_results(cfg)
