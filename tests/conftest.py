@@ -93,7 +93,8 @@ def project_env(root: Path, **extra: str) -> dict[str, str]:
     """The environment a user's shell would give: no tracking server, and Python writing bytecode
     (next to the code DVC hashes) as it does by default."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PYTHONDONTWRITEBYTECODE", "DEOCCLUDE_PARENT_RUN_ID")}
+           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL", "PYTHONDONTWRITEBYTECODE",
+                        "DEOCCLUDE_PARENT_RUN_ID")}
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", GX_ANALYTICS_ENABLED="false",
                PREFECT_HOME=str(root / ".prefect"), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
     env.update(extra)

@@ -498,6 +498,9 @@ def run(cfg: Config) -> dict[str, Any]:
         if result["photograph_grid"] else result["grid"]
     grid = save_grid(columns, paths.evaluation / "samples.png")
     save_gradcam(result["gradcam"], paths.evaluation / "gradcam")
+    # Which samples the maps show follows evaluation.grid_samples, a display setting: kept with the
+    # maps, out of metrics.json (which `register` depends on).
+    write_json(paths.evaluation / "gradcam" / "index.json", result["metrics"].pop("gradcam"))
     write_csv(result["bins"], paths.evaluation / "by_mask_ratio.csv")
     write_csv(result["per_image"], paths.evaluation / "per_image.csv")
     write_text(paths.evaluation / "report.md", render_report(cfg, result, grid.name))

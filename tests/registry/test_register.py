@@ -193,6 +193,7 @@ def test_the_networks_are_logged_with_signatures(story):
 
     root, registrations, _ = story
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")
     for name in ("occluder-segmenter", "face-inpainter", "deocclusion"):
         version = registrations["4"]["versions"][name]
         info = mlflow.models.get_model_info(f"models:/{name}/{version}")
