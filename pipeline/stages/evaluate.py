@@ -335,8 +335,9 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     shown = _spread(test.mask_ratio, settings.grid_samples)
     scored = _score(models, test, batch_size, radius, shown, settings.cleanup_kernel, perceptual)
     metrics: dict[str, Any] = {
+        # No params hash: it moves with every param, display ones included, and `register` reads this file.
         "about": {"profile": cfg.profile, "segmenter": seg.arch, "inpainter": inp.arch,
-                  "resolution": cfg.data.resolution, "params_hash": cfg.params_hash[:12]},
+                  "resolution": cfg.data.resolution},
         "methods": METHODS, "test_samples": len(test), **_summary(scored, len(test))}
     del metrics["samples"]
     fid_overall = fid_bins = None
