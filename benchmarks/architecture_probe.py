@@ -23,12 +23,13 @@ import torch
 from torch import nn
 
 import pipeline  # noqa: F401  (torchvision shim)
+from pipeline.data.dataset import image_to_tensor
 from pipeline.data.photographs import build_photograph_set
 from pipeline.data.synthetic import assign_splits, render_sample, stratified_mask_ratios
 from pipeline.evaluation.metrics import inpainting_metrics
 from pipeline.evaluation.telea import telea_inpaint
 from pipeline.losses.segmentation import bce_dice, occluder_logits
-from pipeline.models.registry import create_model
+from pipeline.models.registry import count_parameters, create_model
 from pipeline.models.unet import compose_known_pixels
 
 OCCLUDERS = {"face_mask": 2, "sunglasses": 1, "hand": 2, "hat": 1, "cup": 1, "strokes": 1, "box": 1}
@@ -69,6 +70,14 @@ class TeleaResidual(nn.Module):
         return (telea_fill + (self.inner(telea_fill, mask) - 0.5) * 0.2).clamp(0, 1)
 
 
+def _training_setup(net: nn.Module, args: argparse.Namespace, train_size: int):
+    """Adam with a one-cycle schedule over the whole run; prints the network's size."""
+    print("parameters", count_parameters(net))
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
+    steps = args.epochs * (train_size // args.batch_size)
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.15)
+
+
 def _batches(train: np.ndarray, batch_size: int, epoch: int):
     order = np.random.default_rng(epoch).permutation(train)
     for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -87,10 +96,7 @@ def probe_inpainter(args: argparse.Namespace) -> None:
     network_input = occluded
     if args.telea_residual:
         net, network_input = TeleaResidual(net), telea
-    print("parameters", sum(p.numel() for p in net.parameters()))
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * (len(train) // args.batch_size),
-                                                   pct_start=0.15)
+    optimizer, schedule = _training_setup(net, args, len(train))
     started = time.time()
     for epoch in range(args.epochs):
         for index, flip in _batches(train, args.batch_size, epoch):
@@ -130,13 +136,10 @@ def probe_segmenter(args: argparse.Namespace) -> None:
     label = torch.from_numpy(data["label"]).long()
     train, test = np.where(data["split"] == "train")[0], np.where(data["split"] == "test")[0]
     photographs = build_photograph_set(occluded.shape[-1], 0)
-    photo_images = torch.stack([torch.from_numpy(s.occluded_image).permute(2, 0, 1).float() / 255 for s in photographs])
+    photo_images = torch.stack([image_to_tensor(s.occluded_image) for s in photographs])
     photo_masks = torch.stack([torch.from_numpy(s.occluder_mask)[None].float() / 255 for s in photographs])
     net = create_model(args.arch, task="segmenter", **json.loads(args.kwargs))
-    print("parameters", sum(p.numel() for p in net.parameters()))
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * (len(train) // args.batch_size),
-                                                   pct_start=0.15)
+    optimizer, schedule = _training_setup(net, args, len(train))
     started = time.time()
     for epoch in range(args.epochs):
         for index, flip in _batches(train, args.batch_size, epoch):
