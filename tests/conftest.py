@@ -52,28 +52,6 @@ TINY_ARCH_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 
-MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
-@pytest.fixture(autouse=True)
-def restore_mlflow_uris():
-    """mlflow.set_tracking_uri / set_registry_uri (which in-process stages call) also write
-    MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ, where every later subprocess would
-    inherit another test's store: put both back after each test."""
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-
-    saved = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
-    yield
-    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
-    registry_utils._registry_uri = saved["MLFLOW_REGISTRY_URI"]
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
 def tiny_arch_kwargs(name: str) -> dict[str, Any]:
     return TINY_ARCH_KWARGS.get(name) or TINY_ARCH_KWARGS[name.split("-no-")[0]]
 
@@ -91,7 +69,8 @@ def write_params(root: Path, params: dict[str, Any]) -> Path:
 
 def project_env(root: Path, **extra: str) -> dict[str, str]:
     """The environment a user's shell would give: no tracking server, and Python writing bytecode
-    (next to the code DVC hashes) as it does by default."""
+    (next to the code DVC hashes) as it does by default. No MLFLOW_*_URI either: mlflow's
+    set_tracking_uri / set_registry_uri, which stages call in-process, write them into os.environ."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "PREFECT_API_URL", "PYTHONDONTWRITEBYTECODE",
                         "DEOCCLUDE_PARENT_RUN_ID")}
