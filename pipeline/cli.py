@@ -85,24 +85,33 @@ def _list_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_flow(args: argparse.Namespace) -> int:
+def _prefect_terminal() -> None:
+    """Before Prefect is imported: its terminal output (flows/logging.yml), and no telemetry, whose
+    heartbeat races the ephemeral server's sqlite database and prints a traceback."""
     import flows
 
-    # Before Prefect is imported: its terminal output (flows/logging.yml), and no telemetry, whose
-    # heartbeat races the ephemeral server's sqlite database and prints a traceback.
     os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(flows.__file__).parent / "logging.yml"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.console import EngineChatterFilter
-    from flows.pipeline import StageFailed, deocclude_pipeline
 
     for handler in logging.getLogger().handlers:  # Prefect keeps our terminal handler; it drops its chatter
         handler.addFilter(EngineChatterFilter())
+
+
+def _run_flow(args: argparse.Namespace) -> int:
+    _prefect_terminal()
+    from flows.pipeline import StageFailed, deocclude_pipeline
 
     try:
         summary = deocclude_pipeline(project_dir=str(Path(args.params).resolve().parent))
     except StageFailed as error:
         print(f"deocclude run: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    _print_run_summary(args, summary)
+    return 0
+
+
+def _print_run_summary(args: argparse.Namespace, summary: dict[str, Any]) -> None:
     print(f"Stages run: {', '.join(summary['stages_run']) or 'none (everything up to date)'}")
     print(f"Evaluation report: {summary['report']}")
     if summary["champion_version"] is None:
@@ -120,6 +129,42 @@ def _run_flow(args: argparse.Namespace) -> int:
         if gate.get("reason"):
             print(f"Gate: {gate['reason']}")
     print(f"Tracking store: {summary['tracking_uri']}")
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set inpainter.epochs=3` pairs; values read as YAML (3 is a number, [1, 2] a list)."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"--set {pair}: expected KEY=VALUE, e.g. inpainter.epochs=3")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    _prefect_terminal()
+    from flows.pipeline import StageFailed
+    from flows.retrain import deocclude_retrain
+
+    try:
+        result = deocclude_retrain(project_dir=str(Path(args.params).resolve().parent), profile=args.profile,
+                                   overrides=_parse_overrides(args.set), force=args.force)
+    except StageFailed as error:
+        print(f"deocclude retrain: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if result["retrained"]:  # the flow's log has said why, either way
+        _print_run_summary(args, result)
+    return 0
+
+
+def _serve_deployments(args: argparse.Namespace) -> int:
+    _prefect_terminal()
+    from flows.deployments import serve_deployments
+
+    serve_deployments(Path(args.params).resolve().parent, schedules=not args.no_schedules, limit=args.limit)
     return 0
 
 
@@ -314,6 +359,18 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser(command_name(stage), help=f"run the {stage} stage").set_defaults(handler=_run_stage(stage))
     commands.add_parser("models", help="list registered architectures with parameter counts").set_defaults(handler=_list_models)
     commands.add_parser("run", help="run the whole pipeline as a Prefect flow").set_defaults(handler=_run_flow)
+    retrain = commands.add_parser("retrain", help="the retraining flow: apply overrides, retrain only if something changed")
+    retrain.add_argument("--profile", help="set params.yaml's profile first")
+    retrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="set a params.yaml key first (repeatable), e.g. --set inpainter.epochs=3")
+    retrain.add_argument("--force", action="store_true", help="run the pipeline even when nothing changed")
+    retrain.set_defaults(handler=_retrain)
+    deployments = commands.add_parser("deployments", help="prefect.yaml's deployments").add_subparsers(
+        dest="deployments_command", required=True)
+    serve = deployments.add_parser("serve", help="serve them from this process: schedules and API-triggered runs")
+    serve.add_argument("--no-schedules", action="store_true", help="serve without their schedules (runs only on request)")
+    serve.add_argument("--limit", type=int, default=1, help="flow runs at once (default 1: one checkout, one run)")
+    serve.set_defaults(handler=_serve_deployments)
     repro = commands.add_parser("repro", help="`dvc repro [ARGS]` under one MLflow parent run")
     repro.add_argument("dvc_args", nargs=argparse.REMAINDER, help="arguments passed to dvc repro")
     repro.set_defaults(handler=_repro)
