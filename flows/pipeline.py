@@ -123,7 +123,9 @@ def reproduce_stage(project_dir: str, stage: str, force: bool, parent_run_id: st
         raise StageFailed(stage, f"stage {stage} timed out after {timeout_minutes:g} min and was stopped")
     if process.returncode != 0:
         transient = any(marker in line for line in tail for marker in TRANSIENT_MARKERS)
-        reason = next((line for line in reversed(tail) if "error" in line.lower()), tail[-1] if tail else "")
+        # The stage's own error, not DVC's "ERROR: failed to reproduce" that follows it.
+        errors = [line for line in tail if "error" in line.lower() and not line.startswith("ERROR: failed to reproduce")]
+        reason = errors[-1] if errors else (tail[-1] if tail else "")
         kind = "transient failure, retried" if transient else "failed"
         raise StageFailed(stage, f"stage {stage} {kind} (exit {process.returncode}) after {seconds:.1f} s: {reason}",
                           transient)

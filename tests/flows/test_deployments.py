@@ -1,0 +1,167 @@
+"""prefect.yaml's deployments on a real `prefect server start`: served, triggered through the API,
+retraining when something changed and ending at once when nothing did."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.deployments import DeploymentConfigError, read_deployments
+from tests.conftest import BIN, REPO, make_project, project_env
+
+RETRAIN = "deocclude-retrain/nightly-retrain"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: process exited {process.returncode}\n{log.read_text()[-3000:] if log else ''}")
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s\n{log.read_text()[-3000:] if log else ''}")
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    state = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(state / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    log = state / "server.log"
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, 180, "prefect server", server, log)
+        yield url
+    finally:
+        stop(server)
+
+
+class WebhookInbox(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        WebhookInbox.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook_url():
+    WebhookInbox.received = []
+    server = HTTPServer(("127.0.0.1", 0), WebhookInbox)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+def all_logs(client) -> str:
+    lines, offset = [], 0
+    while True:
+        page = client.read_logs(limit=200, offset=offset)
+        lines += [log.message for log in page]
+        if len(page) < 200:
+            return "\n".join(lines)
+        offset += 200
+
+
+def test_the_served_deployment_retrains_when_params_change_and_ends_fast_when_nothing_did(tmp_path, prefect_server,
+                                                                                           webhook_url):
+    from prefect.blocks.webhook import Webhook
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    root = make_project(tmp_path / "project")
+    shutil.copy(REPO / "prefect.yaml", root / "prefect.yaml")
+    env = project_env(root, PREFECT_API_URL=prefect_server)
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen([str(BIN / "deocclude"), "--params", str(root / "params.yaml"), "deployments", "serve"],
+                             cwd=root, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+            Webhook(url=webhook_url).save("team-channel", overwrite=True)
+            deployment = wait_for(lambda: client.read_deployment_by_name(RETRAIN), 120, "served deployment", serve, log)
+            assert [schedule.schedule.cron for schedule in deployment.schedules] == ["0 2 * * *"]
+            assert deployment.parameters["project_dir"] == str(root.resolve())
+
+            parameters = {"overrides": {"inpainter.epochs": 2}, "notify_block": "webhook/team-channel"}
+            first = run_deployment(RETRAIN, parameters=parameters, timeout=900)
+            assert first.state.is_completed(), f"{first.state}\n{log.read_text()[-3000:]}"
+            logs = all_logs(client)
+            assert "retraining: stale stages" in logs and "params.yaml: set inpainter.epochs" in logs
+            assert "train_inpainter epoch 2/2" in logs   # a stage's own output, in Prefect's log store
+            assert "stage register: ran" in logs
+            assert yaml.safe_load((root / "params.yaml").read_text())["inpainter"]["epochs"] == 2
+
+            artifact = client.read_latest_artifacts()
+            markdown = next(a.data for a in artifact if a.key == "deocclude-run")
+            assert "Promotion decision: **champion**: version 1" in markdown
+            assert "| ours: predicted mask |" in markdown and "| Telea: predicted mask |" in markdown
+            assert "/#/experiments/" in markdown and "](file://" in markdown and "![" not in markdown
+            assert [event["event"] for event in WebhookInbox.received] == ["promoted"]
+            assert WebhookInbox.received[0]["version"] == "1"
+
+            started = time.monotonic()
+            second = run_deployment(RETRAIN, parameters=parameters, timeout=300)
+            elapsed = time.monotonic() - started
+            assert second.state.is_completed(), str(second.state)
+            second_logs = [log.message for log in client.read_logs(limit=200)
+                           if log.flow_run_id == second.id]
+            assert any(line.startswith("no retraining: nothing changed") for line in second_logs), second_logs
+            assert not any(line.startswith("stage ") for line in second_logs)
+            assert elapsed < 120  # the no-change path's own budget is measured in benchmarks/
+            assert len(WebhookInbox.received) == 1   # nothing promoted, nothing to announce
+    finally:
+        stop(serve, signal.SIGINT)
+
+
+def test_prefect_yaml_defines_a_nightly_retraining_and_refuses_an_unknown_flow(tmp_path):
+    specs = {spec.name: spec for spec in read_deployments(REPO / "prefect.yaml")}
+    assert specs["nightly-retrain"].flow.name == "deocclude-retrain"
+    assert [schedule.cron for schedule in specs["nightly-retrain"].schedules] == ["0 2 * * *"]
+    assert specs["pipeline"].flow.name == "deocclude-pipeline" and not specs["pipeline"].schedules
+    broken = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    broken["deployments"][0]["entrypoint"] = "flows/retrain.py:no_such_flow"
+    (tmp_path / "prefect.yaml").write_text(yaml.safe_dump(broken))
+    with pytest.raises(DeploymentConfigError, match=r"prefect.yaml: deployment 'nightly-retrain' has entrypoint"):
+        read_deployments(tmp_path / "prefect.yaml")
