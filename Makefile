@@ -18,6 +18,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
 	sh infra/install_chromium.sh
+	sh infra/install_postgres.sh
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -39,6 +39,12 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 DATABASES = ("mlflow", "prefect", "optuna")
+CREDENTIALS = ("POSTGRES_USER", "POSTGRES_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET")
+
+
+def _server_environment(**settings: str) -> dict[str, str]:
+    """This environment less the stack's credentials, plus what one server needs."""
+    return {**{k: v for k, v in os.environ.items() if k not in CREDENTIALS}, **settings}
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -144,7 +150,7 @@ def start_s3(state: Path, host: str, port: int, creds: dict[str, str]) -> subpro
     import boto3
 
     log = state / "s3.log"
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)], env=_server_environment(),
                                stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     _wait_until_up(f"http://{_client_host(host)}:{port}/moto-api/", process, log, timeout=60)
     s3 = boto3.client("s3", endpoint_url=f"http://{_client_host(host)}:{port}", region_name="us-east-1",
@@ -160,12 +166,13 @@ def start_s3(state: Path, host: str, port: int, creds: dict[str, str]) -> subpro
 def start_mlflow(state: Path, host: str, port: int, postgres_port: int, s3_url: str,
                  creds: dict[str, str]) -> subprocess.Popen:
     log = state / "mlflow.log"
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-           # Through the environment, not argv: `ps` shows a command line to every user.
-           "MLFLOW_BACKEND_STORE_URI": (f"postgresql://{creds['POSTGRES_USER']}:{creds['POSTGRES_PASSWORD']}"
-                                        f"@127.0.0.1:{postgres_port}/mlflow"),
-           "MLFLOW_S3_ENDPOINT_URL": s3_url, "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ACCESS_KEY_ID": creds["S3_ACCESS_KEY"], "AWS_SECRET_ACCESS_KEY": creds["S3_SECRET_KEY"]}
+    env = _server_environment(
+        MLFLOW_DISABLE_TELEMETRY="true",
+        # Through the environment, not argv: `ps` shows a command line to every user.
+        MLFLOW_BACKEND_STORE_URI=(f"postgresql+psycopg://{creds['POSTGRES_USER']}:{creds['POSTGRES_PASSWORD']}"
+                                  f"@127.0.0.1:{postgres_port}/mlflow"),
+        MLFLOW_S3_ENDPOINT_URL=s3_url, AWS_DEFAULT_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID=creds["S3_ACCESS_KEY"], AWS_SECRET_ACCESS_KEY=creds["S3_SECRET_KEY"])
     process = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", host, "--port", str(port), "--workers", "1",
          "--serve-artifacts", "--artifacts-destination", f"s3://{creds['S3_BUCKET']}/mlflow"],
@@ -176,9 +183,10 @@ def start_mlflow(state: Path, host: str, port: int, postgres_port: int, s3_url: 
 
 def start_prefect(state: Path, host: str, port: int, postgres_port: int, creds: dict[str, str]) -> subprocess.Popen:
     log = state / "prefect.log"
-    env = {**os.environ, "PREFECT_HOME": str(state / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_DATABASE_CONNECTION_URL": (f"postgresql+asyncpg://{creds['POSTGRES_USER']}:"
-                                                   f"{creds['POSTGRES_PASSWORD']}@127.0.0.1:{postgres_port}/prefect")}
+    env = _server_environment(
+        PREFECT_HOME=str(state / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_DATABASE_CONNECTION_URL=(f"postgresql+asyncpg://{creds['POSTGRES_USER']}:"
+                                             f"{creds['POSTGRES_PASSWORD']}@127.0.0.1:{postgres_port}/prefect"))
     env.pop("PREFECT_API_URL", None)
     process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", host, "--port", str(port)],
                                stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)

@@ -156,10 +156,22 @@ def test_no_credential_is_written_in_the_file(raw_compose):
     assert "/infra/.env" in (REPO / ".gitignore").read_text().splitlines()
 
 
+def readme_section(title: str) -> str:
+    return (REPO / "README.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_team_set_up_points_teammates_at_the_shared_host_not_at_this_machine():
+    team_setup = readme_section("Team set-up")
+    assert "127.0.0.1" not in team_setup and "localhost" not in team_setup
+    for command in ("cp infra/.env.example infra/.env", "docker compose -f infra/docker-compose.yml --env-file infra/.env up -d",
+                    "export MLFLOW_TRACKING_URI=http://", "export PREFECT_API_URL=http://", "dvc push", "make run"):
+        assert command in team_setup, f"README Team set-up lacks {command!r}"
+
+
 def test_only_the_documented_ports_are_published(compose):
     published = {port for service in compose["services"].values() for port in published_ports(service)}
     assert published == DOCUMENTED_PORTS
-    team_setup = (REPO / "README.md").read_text().split("## Team set-up", 1)[1].split("\n## ", 1)[0]
+    team_setup = readme_section("Team set-up")
     for port in DOCUMENTED_PORTS:
         assert re.search(rf"\b{port}\b", team_setup), f"README Team set-up does not document port {port}"
     for name, service in compose["services"].items():

@@ -1,12 +1,32 @@
-"""The team set-up: the pipeline against a real MLflow tracking server started by infra/servers.py."""
+"""The team set-up end to end, without Docker: infra/servers.py starts the compose file's services as
+processes (a real Postgres, moto's S3 server standing in for MinIO, an MLflow server on Postgres
+with artifacts proxied to S3, a Prefect server on Postgres). The quick pipeline then runs against
+them as a teammate's would, with nothing but MLFLOW_TRACKING_URI and PREFECT_API_URL set, and the
+champion, its artifacts and the flow run are found on the servers. No secret reaches a log, a
+param or a tag."""
 
+from __future__ import annotations
+
+import glob
+import json
+import os
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import BIN, REPO, make_project, project_env
+
+SERVERS = REPO / "infra" / "servers.py"
+pytestmark = pytest.mark.skipif(not glob.glob("/usr/lib/postgresql/*/bin/initdb") and shutil.which("initdb") is None,
+                                reason="Postgres is not installed: sh infra/install_postgres.sh (make install runs it)")
 
 
 def free_port() -> int:
@@ -15,28 +35,129 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    state = tmp_path / "state"
-    started = subprocess.run([sys.executable, str(REPO / "infra/servers.py"), "start", "--only", "mlflow",
-                              "--mlflow-port", str(free_port()), "--state-dir", str(state)],
-                             capture_output=True, text=True, timeout=180)
-    assert started.returncode == 0, started.stderr
-    exports = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines()
-                   if line.startswith("export "))
-    yield exports["MLFLOW_TRACKING_URI"]
-    subprocess.run([sys.executable, str(REPO / "infra/servers.py"), "stop", "--state-dir", str(state)], timeout=60)
+@dataclass(frozen=True)
+class Stack:
+    state: Path
+    mlflow_uri: str
+    prefect_api: str
+    s3_url: str
+    credentials: dict[str, str]
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.credentials["POSTGRES_PASSWORD"], self.credentials["S3_SECRET_KEY"]]
+
+    def prefect(self, path: str, body: dict) -> list[dict]:
+        request = urllib.request.Request(f"{self.prefect_api}/{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def prefect_logs(self, body: dict | None = None) -> list[dict]:
+        logs: list[dict] = []
+        while page := self.prefect("logs/filter", {**(body or {}), "limit": 200, "offset": len(logs)}):
+            logs += page
+        return logs
 
 
-def test_quick_pipeline_registers_its_champion_on_the_tracking_server(tmp_path, mlflow_server):
+@pytest.fixture(scope="module")
+def stack():
+    # Not pytest's tmp_path: its parent is private to root, and Postgres runs as the postgres user.
+    state = Path(tempfile.mkdtemp(prefix="deocclude-stack-"))
+    state.chmod(0o755)
+    credentials = {"POSTGRES_USER": "deocclude", "POSTGRES_PASSWORD": f"pg-{secrets.token_hex(12)}",
+                   "S3_ACCESS_KEY": "deocclude-tests", "S3_SECRET_KEY": f"s3-{secrets.token_hex(16)}",
+                   "S3_BUCKET": "deocclude-tests"}
+    ports = {"mlflow": free_port(), "prefect": free_port(), "s3": free_port(), "postgres": free_port()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "AWS_"))}
+    try:
+        started = subprocess.run([sys.executable, str(SERVERS), "start", "--state-dir", str(state),
+                                  *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port)))],
+                                 env={**env, **credentials}, capture_output=True, text=True, timeout=420)
+        assert started.returncode == 0, started.stdout + started.stderr
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines()
+                       if line.startswith("export "))
+        assert not any(secret in started.stdout + started.stderr for secret in
+                       (credentials["POSTGRES_PASSWORD"], credentials["S3_SECRET_KEY"]))
+        yield Stack(state, exports["MLFLOW_TRACKING_URI"], exports["PREFECT_API_URL"],
+                    f"http://127.0.0.1:{ports['s3']}", credentials)
+    finally:
+        if (state / "pids.json").is_file():
+            subprocess.run([sys.executable, str(SERVERS), "stop", "--state-dir", str(state)], capture_output=True, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class TeammateRun:
+    root: Path
+    env: dict[str, str]
+    result: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def teammate_run(stack, tmp_path_factory) -> TeammateRun:
+    """`deocclude run` in a teammate's checkout: the two URLs set, no credential of any kind."""
+    root = make_project(tmp_path_factory.mktemp("teammate") / "project")
+    env = project_env(root, MLFLOW_TRACKING_URI=stack.mlflow_uri, PREFECT_API_URL=stack.prefect_api)
+    env = {k: v for k, v in env.items() if not k.startswith("AWS_") and k not in stack.credentials
+           and k != "MLFLOW_S3_ENDPOINT_URL"}
+    result = subprocess.run([str(BIN / "deocclude"), "run"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return TeammateRun(root, env, result)
+
+
+def test_the_pipeline_runs_against_the_team_servers(stack, teammate_run):
+    assert f"Tracking store: {stack.mlflow_uri}" in teammate_run.result.stdout
+    root = teammate_run.root
+    assert not (root / "mlflow.db").exists() and not (root / "mlartifacts").exists() and not (root / "mlruns").exists()
+
+
+def test_the_champion_is_registered_on_the_server_and_its_artifacts_are_in_the_bucket(stack, teammate_run):
+    import boto3
     from mlflow import MlflowClient
 
-    root = make_project(tmp_path / "project")
-    env = project_env(root, MLFLOW_TRACKING_URI=mlflow_server)
-    result = subprocess.run([str(BIN / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert not (root / "mlflow.db").exists() and not (root / "mlartifacts").exists()
-    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    client = MlflowClient(tracking_uri=stack.mlflow_uri, registry_uri=stack.mlflow_uri)
     champion = client.get_model_version_by_alias("deocclusion", "champion")
     assert champion.version == "1" and champion.tags["params_hash"]
     assert {m.name for m in client.search_registered_models()} == {"deocclusion", "occluder-segmenter", "face-inpainter"}
+
+    s3 = boto3.client("s3", endpoint_url=stack.s3_url, region_name="us-east-1",
+                      aws_access_key_id=stack.credentials["S3_ACCESS_KEY"],
+                      aws_secret_access_key=stack.credentials["S3_SECRET_KEY"])
+    keys = {item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.credentials["S3_BUCKET"])
+            for item in page.get("Contents", [])}
+    model_id = champion.source.removeprefix("models:/")
+    assert any(key.startswith("mlflow/") and key.endswith(f"/models/{model_id}/artifacts/MLmodel") for key in keys), \
+        f"the champion's model {model_id} is not in the bucket; keys: {sorted(keys)[:20]}"
+    experiment = client.get_run(champion.run_id).info.experiment_id
+    assert any(key.startswith(f"mlflow/{experiment}/{champion.run_id}/artifacts/") for key in keys)
+
+
+def test_the_flow_run_is_on_the_prefect_server(stack, teammate_run):
+    runs = stack.prefect("flow_runs/filter", {"flows": {"name": {"any_": ["deocclude-pipeline"]}}})
+    assert [run["state_type"] for run in runs] == ["COMPLETED"]
+    logs = stack.prefect_logs({"logs": {"flow_run_id": {"any_": [runs[0]["id"]]}}})
+    assert any("stage register: ran" in log["message"] for log in logs)
+
+
+def test_no_secret_in_the_logs_params_or_tags(stack, teammate_run):
+    from mlflow import MlflowClient
+
+    said = {"pipeline stdout": teammate_run.result.stdout, "pipeline stderr": teammate_run.result.stderr}
+    said.update({str(path): path.read_text(errors="replace") for path in stack.state.rglob("*.log")})
+    said.update({str(path): path.read_text(errors="replace") for path in teammate_run.root.rglob("*")
+                 if path.is_file() and path.suffix in (".json", ".yaml", ".lock", ".md", ".csv", ".log", ".txt", ".html")})
+    client = MlflowClient(tracking_uri=stack.mlflow_uri, registry_uri=stack.mlflow_uri)
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id]):
+            said[f"run {run.info.run_name} params and tags"] = json.dumps([run.data.params, run.data.tags])
+    for model in client.search_registered_models():
+        for version in client.search_model_versions(f"name = '{model.name}'"):
+            said[f"{model.name} v{version.version}"] = json.dumps([version.tags, version.description])
+    flow_runs = stack.prefect("flow_runs/filter", {})
+    said["prefect flow runs"] = json.dumps(flow_runs)
+    said["prefect logs"] = json.dumps(stack.prefect_logs())
+    assert len(said) > 10 and any("postgres" in name for name in said)
+    leaks = [where for where, text in said.items() for secret in stack.secrets if secret in text]
+    assert not leaks, f"a secret appears in: {leaks}"
+    assert all(secret not in json.dumps(teammate_run.env) for secret in stack.secrets)
