@@ -3,16 +3,13 @@ retraining when something changed and ending at once when nothing did."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ import yaml
 
 from flows.deployments import DeploymentConfigError, read_deployments
 from tests.conftest import BIN, REPO, make_project, project_env
+from tests.flows.conftest import WebhookInbox
 
 RETRAIN = "deocclude-retrain/nightly-retrain"
 
@@ -70,28 +68,6 @@ def prefect_server(tmp_path_factory):
         yield url
     finally:
         stop(server)
-
-
-class WebhookInbox(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        WebhookInbox.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def webhook_url():
-    WebhookInbox.received = []
-    server = HTTPServer(("127.0.0.1", 0), WebhookInbox)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
 
 
 def all_logs(client) -> str:

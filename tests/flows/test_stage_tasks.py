@@ -3,6 +3,7 @@ failures, timeouts that stop a hung stage, and nothing after a stage that failed
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from prefect import flow
 from flows.changes import pending_changes
 from flows.pipeline import StageFailed, reproduce_stages
 from tests.conftest import BIN
+from tests.flows.conftest import WebhookInbox
 
 STAGE_SCRIPT = """
 import sys, pathlib
@@ -111,3 +113,36 @@ def test_the_registry_moving_counts_as_a_change(tmp_path):
     assert not pending_changes(root, registration, "sqlite:///old.db").any
     moved = pending_changes(root, registration, "http://mlflow.team:5000")
     assert moved.any and moved.registry_moved and not moved.stale_stages
+
+
+def test_a_pipeline_that_fails_names_the_stage_notifies_and_runs_nothing_after_it(tmp_path, webhook_url):
+    from prefect.blocks.webhook import Webhook
+
+    from flows.pipeline import deocclude_pipeline
+    from tests.conftest import make_project, project_env
+
+    root = make_project(tmp_path / "project")
+    (root / "pipeline" / "stages" / "generate.py").write_text("raise RuntimeError('generator broken on purpose')\n")
+    Webhook(url=webhook_url).save("failures", overwrite=True)
+    saved = dict(os.environ)
+    os.environ.update(project_env(root))  # the stages' subprocesses inherit the flow's environment
+    try:
+        with pytest.raises(StageFailed, match=r"^stage generate failed .*generator broken on purpose"):
+            deocclude_pipeline(project_dir=str(root), notify_block="webhook/failures")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert [event["event"] for event in WebhookInbox.received] == ["failed"]
+    assert "stage generate failed" in WebhookInbox.received[0]["error"]
+    assert (root / "params.resolved.yaml").is_file() and not (root / "reports").exists()
+    assert not (root / "data" / "synthetic").exists()
+
+
+def test_a_notification_block_that_cannot_be_loaded_does_not_fail_the_run():
+    from flows.notify import notify
+
+    @flow
+    def announce() -> bool:
+        return notify("webhook/no-such-block", "promoted", {"version": "3"})
+
+    assert announce() is False
