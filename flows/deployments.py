@@ -37,10 +37,10 @@ class DeploymentSpec:
 
 
 def _flows() -> dict[str, Flow]:
-    from flows.pipeline import deocclude_pipeline
+    from flows.pipeline_flow import deocclude_pipeline
     from flows.retrain import deocclude_retrain
 
-    return {"flows/pipeline.py:deocclude_pipeline": deocclude_pipeline, "flows/retrain.py:deocclude_retrain": deocclude_retrain}
+    return {"flows/pipeline_flow.py:deocclude_pipeline": deocclude_pipeline, "flows/retrain.py:deocclude_retrain": deocclude_retrain}
 
 
 def read_deployments(prefect_file: Path) -> list[DeploymentSpec]:

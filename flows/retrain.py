@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.changes import pending_changes
 from flows.overrides import apply_overrides
-from flows.pipeline import deocclude_pipeline
+from flows.pipeline_flow import deocclude_pipeline
 
 
 @flow(name="deocclude-retrain", log_prints=True)

@@ -100,7 +100,7 @@ def _prefect_terminal() -> None:
 
 def _run_flow(args: argparse.Namespace) -> int:
     _prefect_terminal()
-    from flows.pipeline import StageFailed, deocclude_pipeline
+    from flows.pipeline_flow import StageFailed, deocclude_pipeline
 
     try:
         summary = deocclude_pipeline(project_dir=str(Path(args.params).resolve().parent))
@@ -146,7 +146,7 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def _retrain(args: argparse.Namespace) -> int:
     _prefect_terminal()
-    from flows.pipeline import StageFailed
+    from flows.pipeline_flow import StageFailed
     from flows.retrain import deocclude_retrain
 
     try:

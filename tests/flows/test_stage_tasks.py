@@ -14,7 +14,7 @@ import yaml
 from prefect import flow
 
 from flows.changes import pending_changes
-from flows.pipeline import StageFailed, reproduce_stages
+from flows.pipeline_flow import StageFailed, reproduce_stages
 from tests.conftest import BIN
 from tests.flows.conftest import WebhookInbox
 
@@ -118,7 +118,7 @@ def test_the_registry_moving_counts_as_a_change(tmp_path):
 def test_a_pipeline_that_fails_names_the_stage_notifies_and_runs_nothing_after_it(tmp_path, webhook_url):
     from prefect.blocks.webhook import Webhook
 
-    from flows.pipeline import deocclude_pipeline
+    from flows.pipeline_flow import deocclude_pipeline
     from tests.conftest import make_project, project_env
 
     root = make_project(tmp_path / "project")
