@@ -42,10 +42,44 @@ def _run_stage(stage: str) -> Callable[[argparse.Namespace], int]:
             _check_resolved_params(Path(args.params))
         stage_module = importlib.import_module(f"pipeline.stages.{stage}")
         quiet_libraries()  # after the import: some libraries set their loggers' levels when imported
-        stage_module.run(load_config(args.params))
+        if stage == "hpo":
+            cfg, study = _hpo_options(load_config(args.params), args)
+            stage_module.run(cfg, study=study)
+        else:
+            stage_module.run(load_config(args.params))
         return 0
 
     return command
+
+
+def _hpo_options(cfg: Any, args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The config with `deocclude hpo`'s options over hpo's params (another worker joining a study)."""
+    from dataclasses import replace
+
+    from pipeline.config import optuna_storage_url
+
+    overrides: dict[str, Any] = {}
+    if args.random_trials is not None:
+        overrides["random_trials"] = args.random_trials
+    if args.tpe_trials is not None:
+        overrides["tpe_trials"] = args.tpe_trials
+    if args.storage:
+        overrides["storage"] = optuna_storage_url(args.storage, cfg.root)
+    return replace(cfg, hpo=replace(cfg.hpo, **overrides)), args.study
+
+
+def _trial_count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a number of trials >= 0, got {text!r}")
+    return int(text)
+
+
+def _hpo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--random-trials", type=_trial_count, help="random trials (default: hpo.random_trials)")
+    parser.add_argument("--tpe-trials", type=_trial_count, help="TPE trials after them (default: hpo.tpe_trials)")
+    parser.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (default: "
+                                          "$DEOCCLUDE_OPTUNA_STORAGE, else hpo.storage); a password is safer in the variable")
+    parser.add_argument("--study", help="study to join (default: hpo.study and a hash of the search, as the first worker logs)")
 
 
 def _dvc_sync(args: argparse.Namespace) -> int:
@@ -356,7 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES:
-        commands.add_parser(command_name(stage), help=f"run the {stage} stage").set_defaults(handler=_run_stage(stage))
+        stage_parser = commands.add_parser(command_name(stage), help=f"run the {stage} stage")
+        stage_parser.set_defaults(handler=_run_stage(stage))
+        if stage == "hpo":
+            _hpo_arguments(stage_parser)
     commands.add_parser("models", help="list registered architectures with parameter counts").set_defaults(handler=_list_models)
     commands.add_parser("run", help="run the whole pipeline as a Prefect flow").set_defaults(handler=_run_flow)
     retrain = commands.add_parser("retrain", help="the retraining flow: apply overrides, retrain only if something changed")

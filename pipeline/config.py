@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -20,12 +21,20 @@ RESOLVED_PARAMS_FILE = "params.resolved.yaml"
 # Set by `deocclude run` / `deocclude repro` for the stage processes DVC starts: their MLflow runs
 # nest under the execution's parent run.
 PARENT_RUN_ENV = "DEOCCLUDE_PARENT_RUN_ID"
+# The hpo stage's result: the best trial's loss weights, merged over inpainter.loss_weights when hpo.apply.
+TUNED_PARAMS_FILE = "params.tuned.yaml"
+# Where the Optuna study lives when not hpo.storage: a URL with a password belongs here, not in params.yaml.
+OPTUNA_STORAGE_ENV = "DEOCCLUDE_OPTUNA_STORAGE"
 OCCLUDER_TYPES = ("face_mask", "sunglasses", "hand", "hat", "cup", "strokes", "box")
 SEGMENTER_LOSS_TERMS = ("bce", "dice")
 INPAINTER_LOSS_TERMS = ("l1", "hole_l1", "valid_l1", "tv", "perceptual", "style", "adversarial")
 EVALUATION_METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
 TOP_LEVEL_KEYS = ("profile", "profiles", "seed", "data", "validation", "segmenter", "inpainter", "finetune",
-                  "evaluation", "registry", "promotion")
+                  "evaluation", "registry", "promotion", "hpo")
+# What a loss-weight search may optimise, and which way: the validation metrics the inpainter logs.
+HPO_METRICS = {"val/loss": "minimize", "val/l1": "minimize", "val/hole_l1": "minimize",
+               "val/psnr": "maximize", "val/psnr_masked": "maximize", "val/ssim": "maximize"}
+HPO_PRUNERS = ("median", "none")
 FLOOR_BASELINES = ("occluded_input", "telea", "telea_gt_mask")
 # The groups a registered `deocclusion` version can be re-scored on (it holds the segmenter and the
 # fine-tuned inpainter, not the inpainter before fine-tuning).
@@ -161,6 +170,35 @@ class PromotionConfig:
 
 
 @dataclass(frozen=True)
+class HpoConfig:
+    """Paper 000's loss-weight search: random trials, then TPE, each training the inpainter."""
+
+    random_trials: int = 0
+    tpe_trials: int = 0
+    terms: tuple[str, ...] = ("l1", "perceptual", "style", "adversarial")
+    low: float = 1.0
+    high: float = 10.0
+    step: float = 0.1
+    metric: str = "val/psnr_masked"
+    pruner: str = "median"
+    pruner_startup_trials: int = 5      # trials finished before the median means anything
+    pruner_warmup_epochs: int = 1       # epochs a trial trains before it can be pruned
+    study: str = "inpainter-loss-weights"
+    storage: str = "sqlite:///optuna.db"   # OPTUNA_STORAGE_ENV overrides; relative sqlite paths resolve against params.yaml
+    heartbeat_seconds: int = 60         # a trial silent for twice this long is failed and queued again
+    max_retries: int = 3                # times a failed or abandoned trial is queued again
+    apply: bool = True                  # train_inpainter and finetune use params.tuned.yaml's weights
+
+    @property
+    def trials(self) -> int:
+        return self.random_trials + self.tpe_trials
+
+    @property
+    def direction(self) -> str:
+        return HPO_METRICS[self.metric]
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path
     profile: str
@@ -173,6 +211,7 @@ class Config:
     evaluation: EvaluationConfig
     registry: RegistryConfig
     promotion: PromotionConfig = PromotionConfig()
+    hpo: HpoConfig = HpoConfig()
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -312,6 +351,27 @@ def _check(cfg: Config, source: Path) -> None:
     _require(0.5 <= promotion.confidence < 1, source, f"promotion.confidence must be in [0.5, 1), got {promotion.confidence}")
     _require(promotion.min_improvement >= 0, source,
              f"promotion.min_improvement must be >= 0, got {promotion.min_improvement}")
+    _check_hpo(cfg.hpo, source)
+
+
+def _check_hpo(hpo: HpoConfig, source: Path) -> None:
+    for name in ("random_trials", "tpe_trials", "pruner_startup_trials", "pruner_warmup_epochs", "max_retries"):
+        value = getattr(hpo, name)
+        _require(isinstance(value, int) and value >= 0, source, f"hpo.{name} must be an integer >= 0, got {value!r}")
+    unknown = sorted(set(hpo.terms) - set(INPAINTER_LOSS_TERMS))
+    _require(not unknown, source, f"hpo.terms: unknown loss term(s) {unknown}; known: {list(INPAINTER_LOSS_TERMS)}")
+    _require(len(hpo.terms) == len(set(hpo.terms)) and (hpo.terms or not hpo.trials), source,
+             f"hpo.terms must name each searched loss weight once, and at least one when trials run, got {list(hpo.terms)}")
+    _require(0 < hpo.low < hpo.high and hpo.step > 0, source,
+             f"hpo.low, hpo.high and hpo.step must satisfy 0 < low < high and step > 0, got {hpo.low}, {hpo.high}, {hpo.step}")
+    steps = (hpo.high - hpo.low) / hpo.step
+    _require(abs(steps - round(steps)) < 1e-6, source,
+             f"hpo.step must divide hpo.high - hpo.low into whole steps, got {hpo.step} for {hpo.low}..{hpo.high}")
+    _require(hpo.metric in HPO_METRICS, source, f"hpo.metric must be one of {list(HPO_METRICS)}, got {hpo.metric!r}")
+    _require(hpo.pruner in HPO_PRUNERS, source, f"hpo.pruner must be one of {list(HPO_PRUNERS)}, got {hpo.pruner!r}")
+    _require(bool(hpo.study), source, "hpo.study must be a non-empty study name")
+    _require(isinstance(hpo.heartbeat_seconds, int) and hpo.heartbeat_seconds >= 1, source,
+             f"hpo.heartbeat_seconds must be an integer >= 1, got {hpo.heartbeat_seconds!r}")
 
 
 def _resolve_tracking_uri(uri: str, base: Path) -> str:
@@ -321,6 +381,45 @@ def _resolve_tracking_uri(uri: str, base: Path) -> str:
     if "://" not in uri:
         return str((base / uri).resolve())
     return uri
+
+
+def optuna_storage_url(url: str, base: Path) -> str:
+    """A relative sqlite path resolved against the params file; postgresql:// spelled with the
+    psycopg (3) driver, the one installed (SQLAlchemy's default for it is psycopg2)."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return _resolve_tracking_uri(url, base)
+
+
+def _hpo_values(raw: dict[str, Any], env: dict[str, str], base: Path, source: Path) -> dict[str, Any]:
+    values = dict(raw)
+    if "terms" in values:
+        values["terms"] = tuple(values["terms"] or ())
+    storage = str(values.get("storage", HpoConfig.storage))
+    # Credentials in params.yaml would land in git, params.resolved.yaml and MLflow.
+    _require(not urlsplit(storage).password, source,
+             f"hpo.storage must not hold a password; put the URL in the {OPTUNA_STORAGE_ENV} environment variable")
+    values["storage"] = optuna_storage_url(env.get(OPTUNA_STORAGE_ENV) or storage, base)
+    return values
+
+
+def read_tuned_loss_weights(path: Path) -> dict[str, float]:
+    """The loss weights the hpo stage wrote to params.tuned.yaml; {} when it has not run."""
+    if not path.is_file():
+        return {}
+    try:
+        tuned = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    weights = (tuned.get("inpainter") or {}).get("loss_weights") if isinstance(tuned, dict) else None
+    if weights is None:
+        weights = {}
+    if not isinstance(weights, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in weights.values()):
+        raise ConfigError(f"{path}: inpainter.loss_weights must map loss terms to positive numbers, got {weights!r}")
+    unknown = sorted(set(weights) - set(INPAINTER_LOSS_TERMS))
+    if unknown:
+        raise ConfigError(f"{path}: inpainter.loss_weights: unknown term(s) {unknown}; known: {list(INPAINTER_LOSS_TERMS)}")
+    return {str(term): float(weight) for term, weight in weights.items()}
 
 
 def _read_params(source: Path) -> dict[str, Any]:
@@ -385,6 +484,12 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
         inpainter_raw["discriminator"] = _build(DiscriminatorConfig, inpainter_raw["discriminator"], "inpainter.discriminator", source)
     if "perceptual_layers" in inpainter_raw:
         inpainter_raw["perceptual_layers"] = tuple(inpainter_raw["perceptual_layers"])
+    hpo = _build(HpoConfig, _hpo_values(effective.get("hpo") or {}, env, base, source), "hpo", source)
+    if hpo.apply:
+        # Only the searched terms: a term dropped from hpo.terms goes back to its params.yaml weight.
+        tuned = read_tuned_loss_weights(base / TUNED_PARAMS_FILE)
+        inpainter_raw["loss_weights"] = {**(inpainter_raw.get("loss_weights") or {}),
+                                         **{term: weight for term, weight in tuned.items() if term in hpo.terms}}
     cfg = Config(
         root=base,
         profile=str(profile),
@@ -399,6 +504,7 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
         evaluation=_build(EvaluationConfig, evaluation_raw, "evaluation", source),
         registry=_build(RegistryConfig, registry_raw, "registry", source),
         promotion=_build(PromotionConfig, _promotion_values(effective.get("promotion") or {}), "promotion", source),
+        hpo=hpo,
         raw=raw,
     )
     _check(cfg, source)

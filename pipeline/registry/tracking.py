@@ -90,6 +90,33 @@ def finish_pipeline_run(cfg: RegistryConfig, run_id: str, succeeded: bool, metri
     MlflowClient().set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
 
 
+def open_parent_run(cfg: RegistryConfig, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+    """A run other runs nest under, left open across processes (an Optuna study's: its workers' trials
+    nest under it); itself nested under the pipeline execution's run when there is one."""
+    experiment_id = configure_tracking(cfg)
+    nesting = {"mlflow.parentRunId": cfg.parent_run_id} if cfg.parent_run_id else {}
+    run = MlflowClient().create_run(experiment_id, tags={**tags, **nesting, "mlflow.runName": run_name})
+    for key, value in params.items():
+        MlflowClient().log_param(run.info.run_id, key, str(value)[:500])
+    return run.info.run_id
+
+
+def record_on_run(cfg: RegistryConfig, run_id: str, metrics: dict[str, float], tags: dict[str, str],
+                  artifacts: list[Path], status: str | None) -> None:
+    """Log to a run that is not active in this process, and close it with `status` (FINISHED, FAILED,
+    KILLED) unless None."""
+    configure_tracking(cfg)
+    client = MlflowClient()
+    for name, value in metrics.items():
+        client.log_metric(run_id, name, float(value))
+    for name, value in tags.items():
+        client.set_tag(run_id, name, value)
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    if status is not None:
+        client.set_terminated(run_id, status)
+
+
 def run_url(cfg: RegistryConfig, run_id: str, experiment_id: str) -> str | None:
     """The run's page on a tracking server; None for a local store."""
     if cfg.tracking_uri.startswith(("http://", "https://")):

@@ -4,7 +4,7 @@ STAGES is the one list of them, in pipeline order: the CLI's stage commands, the
 the check of dvc.yaml (`deocclude dvc-sync`) all read it.
 """
 
-STAGES: tuple[str, ...] = ("resolve_params", "generate", "validate", "train_segmenter", "train_inpainter", "finetune",
+STAGES: tuple[str, ...] = ("resolve_params", "generate", "validate", "train_segmenter", "hpo", "train_inpainter", "finetune",
                            "evaluate", "register")
 
 

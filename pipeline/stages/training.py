@@ -148,13 +148,15 @@ def training_fingerprint(stage: str, section: NetworkTrainingConfig | FinetuneCo
 
 def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | FinetuneConfig, train: SplitFiles,
         val: SplitFiles, resolution: int, seed: int, registry: RegistryConfig, run_id: str, models_dir: Path,
-        determined_by: dict[str, Any] | None = None, inputs: Sequence[Path] = ()) -> TrainingHistory:
+        determined_by: dict[str, Any] | None = None, inputs: Sequence[Path] = (),
+        callbacks: Sequence[L.Callback] = ()) -> TrainingHistory:
     """Train `module` for `section.epochs` at `resolution` on `section.trainer`'s hardware, logging each
     epoch to the MLflow run, and load the best epoch's weights (by `module.monitor`) back into it.
 
     Lightning's checkpoints (the best epoch and the last) go to `models_dir/.resume/<stage>-<fingerprint>/`,
     outside the stage's outputs; a run that finds a `last.ckpt` there resumes from it. They are
-    removed by `log_training_outputs`, once the stage's outputs are written."""
+    removed by `log_training_outputs`, once the stage's outputs are written. `callbacks` join the
+    stage's own (a trial's pruning callback)."""
     fingerprint = training_fingerprint(stage, section, resolution, seed, train.root, determined_by or {}, inputs)
     resume_dir = models_dir / RESUME_DIRECTORY / f"{stage}-{fingerprint}"
     last = resume_dir / "last.ckpt"
@@ -170,7 +172,7 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
             devices=hardware.devices, strategy=hardware.strategy, num_nodes=hardware.num_nodes,
             # "warn", not True: CUDA has no deterministic backward for bilinear upsampling (SOCLNET, IFACENET).
             deterministic="warn",
-            logger=lightning_logger(registry, run_id), callbacks=[history, EpochProgress(stage, module.monitor), best],
+            logger=lightning_logger(registry, run_id), callbacks=[history, EpochProgress(stage, module.monitor), best, *callbacks],
             plugins=[AtomicCheckpointIO()], default_root_dir=resume_dir,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
         )
