@@ -130,6 +130,19 @@ def test_the_served_deployment_retrains_when_params_change_and_ends_fast_when_no
     finally:
         stop(serve, signal.SIGINT)
 
+    # The team's way: the same prefect.yaml deployed to a process work pool, a worker running it.
+    shutil.copytree(REPO / "flows", root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    prefect = [str(BIN / "prefect"), "--no-prompt"]
+    team_env = {**env, "DEOCCLUDE_PROJECT_DIR": str(root)}
+    for command in (["work-pool", "create", "deocclude", "--type", "process"], ["deploy", "--all"],
+                    ["deployment", "run", "deocclude-retrain/retrain-on-demand"]):
+        done = subprocess.run([*prefect, *command], cwd=root, env=team_env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    worker = subprocess.run([*prefect, "worker", "start", "--pool", "deocclude", "--run-once"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert "no retraining: nothing changed" in worker.stdout + worker.stderr, worker.stdout[-3000:]
+    assert "Finished in state Completed()" in worker.stdout + worker.stderr
+
 
 def test_prefect_yaml_defines_a_nightly_retraining_and_refuses_an_unknown_flow(tmp_path):
     specs = {spec.name: spec for spec in read_deployments(REPO / "prefect.yaml")}
