@@ -529,3 +529,16 @@ def as_flat_dict(section: Any, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+# Set in a process of a distributed training run before Lightning's Trainer exists: its launcher
+# sets LOCAL_RANK in the processes it starts on a node, the user NODE_RANK on every node but the
+# first, torchrun RANK in every process.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK")
+
+
+def is_global_rank_zero(env: dict[str, str] | None = None) -> bool:
+    """Whether this process is the first of a distributed training run (or there is none): the one
+    that records the stage in MLflow and writes its outputs."""
+    env = dict(os.environ) if env is None else env
+    return all(env.get(name, "0") == "0" for name in RANK_VARIABLES)

@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import yaml
 
-from pipeline.config import Config
+from pipeline.config import Config, is_global_rank_zero
 from pipeline.data.dataset import MANIFEST, sha256_file
 
 if TYPE_CHECKING:
@@ -138,9 +139,13 @@ def dataset_input(cfg: Config) -> DatasetInput:
 
 @contextmanager
 def stage_run(cfg: Config, stage: str, params: dict[str, Any]) -> Iterator[Any]:
-    """The stage's MLflow run: provenance tags, the dataset input, nested under the execution's run."""
+    """The stage's MLflow run: provenance tags, the dataset input, nested under the execution's run.
+    The other processes of a distributed training run get none: they only train (see `fit`)."""
     from pipeline.registry.tracking import tracked_run
 
+    if not is_global_rank_zero():
+        yield SimpleNamespace(info=SimpleNamespace(run_id=None))
+        return
     with tracked_run(cfg.registry, stage, provenance_tags(cfg, stage), params, dataset_input(cfg)) as run:
         yield run
 

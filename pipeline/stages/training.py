@@ -179,6 +179,10 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
         if last.is_file():
             logger.info("%s: resuming from %s", stage, last)
         trainer.fit(module, datamodule=data, ckpt_path=last if last.is_file() else None)
+    if not trainer.is_global_zero:
+        # Another process of a distributed run (Lightning's launcher started it, or another node's
+        # command): rank 0 keeps the best epoch, writes the stage's outputs and records them.
+        raise SystemExit(0)
     # No best when the metric was never finite (NaN from the first epoch): keep the last epoch then.
     checkpoint = torch.load(best.best_model_path or last, map_location="cpu", weights_only=False)
     module.load_state_dict(checkpoint["state_dict"])

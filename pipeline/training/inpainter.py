@@ -69,8 +69,9 @@ class InpainterModule(L.LightningModule):
 
     def _log_terms(self, terms: dict[str, torch.Tensor], loss: torch.Tensor, stage: str, batch_size: int) -> None:
         for name, value in terms.items():
-            self.log(f"{stage}/{name}", value, on_epoch=True, on_step=False, batch_size=batch_size)
-        self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch_size)
+            self.log(f"{stage}/{name}", value, on_epoch=True, on_step=False, batch_size=batch_size, sync_dist=True)
+        self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch_size,
+                 sync_dist=True)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         mask = self.occluder_mask_for(batch)
@@ -108,7 +109,7 @@ class InpainterModule(L.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             scores = inpainting_metrics(inpainted_face, batch["clean_image"], batch["occluder_mask"])
         for name in ("psnr", "psnr_masked", "ssim"):
-            self.log(f"val/{name}", scores[name].mean(), on_epoch=True, batch_size=prediction.shape[0])
+            self.log(f"val/{name}", scores[name].mean(), on_epoch=True, batch_size=prediction.shape[0], sync_dist=True)
 
     def on_train_batch_end(self, outputs: object, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         clip_batch_instance_gates(self)  # after the optimizer steps, for networks with batch-instance norm

@@ -39,14 +39,15 @@ class SegmenterModule(L.LightningModule):
         loss = weighted_sum(terms, self.loss_weights)
         batch_size = logits.shape[0]
         for name, value in terms.items():
-            self.log(f"{stage}/{name}", value, on_epoch=True, on_step=False, batch_size=batch_size)
-        self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch_size)
+            self.log(f"{stage}/{name}", value, on_epoch=True, on_step=False, batch_size=batch_size, sync_dist=True)
+        self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch_size,
+                 sync_dist=True)
         if stage == "val":
             predicted = (torch.sigmoid(occluder_logits(logits)) > self.threshold).float()
             if self.opening_kernel > 1:  # paper 003 cleans masks in validation as at inference
                 predicted = opening(predicted, self.opening_kernel)
             for name, values in segmentation_metrics(predicted, batch["occluder_mask"]).items():
-                self.log(f"val/{name}", values.mean(), on_epoch=True, batch_size=batch_size)
+                self.log(f"val/{name}", values.mean(), on_epoch=True, batch_size=batch_size, sync_dist=True)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
