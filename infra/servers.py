@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The team's stack without Docker: the services of infra/docker-compose.yml as local processes.
 
-Postgres (Debian's `postgresql`; databases mlflow, prefect and optuna), an S3-compatible server
+Postgres (Debian's `postgresql`; databases mlflow, prefect and optuna, by infra/postgres-init.sh), an S3-compatible server
 (moto's server mode standing in for MinIO; the bucket is created), an MLflow tracking server
 (Postgres backend, artifacts proxied to the bucket) and a Prefect server (on Postgres). For one
 machine and for the tests; a team's shared host runs infra/docker-compose.yml instead.
@@ -11,9 +11,9 @@ machine and for the tests; a team's shared host runs infra/docker-compose.yml in
     python infra/servers.py stop [--state-dir DIR]
 
 Credentials come from the environment, as in infra/.env (POSTGRES_USER, POSTGRES_PASSWORD,
-S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET), and are generated when absent. Only the servers'
-environments and STATE/credentials.env (mode 600) hold them: never a command line, a printed line
-or a log. The pipeline needs none of them: MLflow proxies its artifacts.
+OPTUNA_DB_PASSWORD, S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET), and are generated when absent. Only
+the servers' environments and STATE/credentials.env (mode 600) hold them: never a command line, a
+printed line or a log. The pipeline needs none of them: MLflow proxies its artifacts.
 
 `start` waits until each server answers, records what it started in STATE/pids.json and prints
 the `export` lines that point the pipeline, the CLI and the tests at the servers. Postgres refuses
@@ -38,8 +38,8 @@ import urllib.request
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-DATABASES = ("mlflow", "prefect", "optuna")
-CREDENTIALS = ("POSTGRES_USER", "POSTGRES_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET")
+INIT_SCRIPT = Path(__file__).with_name("postgres-init.sh")   # the compose stack's, too
+CREDENTIALS = ("POSTGRES_USER", "POSTGRES_PASSWORD", "OPTUNA_DB_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET")
 
 
 def _server_environment(**settings: str) -> dict[str, str]:
@@ -85,10 +85,10 @@ def _postgres_bin() -> Path:
     return Path(initdb).parent
 
 
-def _run_postgres(command: list[str]) -> subprocess.CompletedProcess[str]:
+def _run_postgres(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """A Postgres program; it refuses to run as root, so root runs it as the `postgres` user."""
     command = ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-    return subprocess.run(command, cwd="/", capture_output=True, text=True)
+    return subprocess.run(command, cwd="/", capture_output=True, text=True, env=env)
 
 
 def credentials(state: Path) -> dict[str, str]:
@@ -98,6 +98,7 @@ def credentials(state: Path) -> dict[str, str]:
     if file.is_file():
         saved = dict(line.split("=", 1) for line in file.read_text().splitlines() if "=" in line)
     defaults = {"POSTGRES_USER": "deocclude", "POSTGRES_PASSWORD": secrets.token_hex(16),
+                "OPTUNA_DB_PASSWORD": secrets.token_hex(16),
                 "S3_ACCESS_KEY": "deocclude", "S3_SECRET_KEY": secrets.token_hex(20), "S3_BUCKET": "deocclude"}
     chosen = {name: os.environ.get(name) or saved.get(name) or value for name, value in defaults.items()}
     file.touch(mode=0o600)
@@ -107,7 +108,8 @@ def credentials(state: Path) -> dict[str, str]:
 
 
 def start_postgres(state: Path, host: str, port: int, creds: dict[str, str]) -> dict[str, str]:
-    """initdb (first time), pg_ctl start, and the databases; returns what `stop` needs."""
+    """initdb, pg_ctl start and the databases (as the compose stack's Postgres makes them, the first
+    time); returns what `stop` needs."""
     bindir = _postgres_bin()
     home = state / "postgres"
     data, sockets = home / "data", home / "socket"
@@ -117,7 +119,8 @@ def start_postgres(state: Path, host: str, port: int, creds: dict[str, str]) -> 
         shutil.chown(sockets, "postgres", "postgres")
         if subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(home)]).returncode != 0:
             raise SystemExit(f"{home}: the postgres user cannot reach it; use a --state-dir outside private folders")
-    if not (data / "PG_VERSION").is_file():
+    first_start = not (data / "PG_VERSION").is_file()
+    if first_start:
         password_file = home / "password"
         password_file.write_text(creds["POSTGRES_PASSWORD"] + "\n")
         if os.geteuid() == 0:
@@ -137,11 +140,14 @@ def start_postgres(state: Path, host: str, port: int, creds: dict[str, str]) -> 
                              "-w", "-t", "60", "start"])
     if started.returncode != 0:
         raise SystemExit(f"postgres did not start: {started.stderr.strip()}; see {log}")
-    for database in DATABASES:
-        created = _run_postgres([str(bindir / "createdb"), "-h", str(sockets), "-p", str(port),
-                                 "-U", creds["POSTGRES_USER"], database])
-        if created.returncode != 0 and "already exists" not in created.stderr:
-            raise SystemExit(f"createdb {database}: {created.stderr.strip()}")
+    if first_start:
+        environment = _server_environment(PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}", PGHOST=str(sockets),
+                                          PGPORT=str(port), POSTGRES_USER=creds["POSTGRES_USER"],
+                                          OPTUNA_DB_PASSWORD=creds["OPTUNA_DB_PASSWORD"])
+        for command in ([str(bindir / "createdb"), "-U", creds["POSTGRES_USER"], "mlflow"], ["sh", str(INIT_SCRIPT)]):
+            done = _run_postgres(command, environment)
+            if done.returncode != 0:
+                raise SystemExit(f"{' '.join(command)}: {done.stderr.strip()}")
     return {"pg_ctl": str(bindir / "pg_ctl"), "data": str(data)}
 
 
@@ -233,7 +239,7 @@ def start(args: argparse.Namespace) -> None:
     print(f"export MLFLOW_TRACKING_URI=http://{host}:{args.mlflow_port}")
     print(f"export PREFECT_API_URL=http://{host}:{args.prefect_port}/api")
     print(f"# S3 (DVC remote): endpoint http://{host}:{args.s3_port}, bucket {creds['S3_BUCKET']}; "
-          f"Optuna storage: postgresql://{creds['POSTGRES_USER']}:PASSWORD@{host}:{args.postgres_port}/optuna; "
+          f"Optuna storage: postgresql+psycopg://optuna:OPTUNA_DB_PASSWORD@{host}:{args.postgres_port}/optuna; "
           f"credentials in {state / 'credentials.env'}")
 
 

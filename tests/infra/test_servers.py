@@ -41,11 +41,12 @@ class Stack:
     mlflow_uri: str
     prefect_api: str
     s3_url: str
+    postgres_port: int
     credentials: dict[str, str]
 
     @property
     def secrets(self) -> list[str]:
-        return [self.credentials["POSTGRES_PASSWORD"], self.credentials["S3_SECRET_KEY"]]
+        return [self.credentials[name] for name in ("POSTGRES_PASSWORD", "OPTUNA_DB_PASSWORD", "S3_SECRET_KEY")]
 
     def prefect(self, path: str, body: dict) -> list[dict]:
         request = urllib.request.Request(f"{self.prefect_api}/{path}", data=json.dumps(body).encode(),
@@ -66,6 +67,7 @@ def stack():
     state = Path(tempfile.mkdtemp(prefix="deocclude-stack-"))
     state.chmod(0o755)
     credentials = {"POSTGRES_USER": "deocclude", "POSTGRES_PASSWORD": f"pg-{secrets.token_hex(12)}",
+                   "OPTUNA_DB_PASSWORD": f"optuna-{secrets.token_hex(12)}",
                    "S3_ACCESS_KEY": "deocclude-tests", "S3_SECRET_KEY": f"s3-{secrets.token_hex(16)}",
                    "S3_BUCKET": "deocclude-tests"}
     ports = {"mlflow": free_port(), "prefect": free_port(), "s3": free_port(), "postgres": free_port()}
@@ -77,10 +79,10 @@ def stack():
         assert started.returncode == 0, started.stdout + started.stderr
         exports = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines()
                        if line.startswith("export "))
-        assert not any(secret in started.stdout + started.stderr for secret in
-                       (credentials["POSTGRES_PASSWORD"], credentials["S3_SECRET_KEY"]))
-        yield Stack(state, exports["MLFLOW_TRACKING_URI"], exports["PREFECT_API_URL"],
-                    f"http://127.0.0.1:{ports['s3']}", credentials)
+        stack = Stack(state, exports["MLFLOW_TRACKING_URI"], exports["PREFECT_API_URL"],
+                      f"http://127.0.0.1:{ports['s3']}", ports["postgres"], credentials)
+        assert not any(secret in started.stdout + started.stderr for secret in stack.secrets)
+        yield stack
     finally:
         if (state / "pids.json").is_file():
             subprocess.run([sys.executable, str(SERVERS), "stop", "--state-dir", str(state)], capture_output=True, timeout=120)
@@ -138,6 +140,20 @@ def test_the_flow_run_is_on_the_prefect_server(stack, teammate_run):
     assert [run["state_type"] for run in runs] == ["COMPLETED"]
     logs = stack.prefect_logs({"logs": {"flow_run_id": {"any_": [runs[0]["id"]]}}})
     assert any("stage register: ran" in log["message"] for log in logs)
+
+
+def test_optuna_workers_share_a_study_through_the_optuna_role(stack):
+    """The Scaling-out set-up: postgres-init.sh's role and database hold a study two workers see."""
+    import optuna
+
+    storage = f"postgresql+psycopg://optuna:{stack.credentials['OPTUNA_DB_PASSWORD']}@127.0.0.1:{stack.postgres_port}/optuna"
+    first = optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    first.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    second = optuna.load_study(study_name="shared", storage=storage)
+    second.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    assert len(first.trials) == 3
+    with pytest.raises(Exception, match="password authentication failed"):
+        optuna.load_study(study_name="shared", storage=storage.replace(stack.credentials["OPTUNA_DB_PASSWORD"], "wrong"))
 
 
 def test_no_secret_in_the_logs_params_or_tags(stack, teammate_run):
