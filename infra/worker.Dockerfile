@@ -7,7 +7,7 @@ WORKDIR /opt/deocclude
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY flows ./flows
-# torch first, by exact version, as the Makefile does; a GPU host installs its CUDA build here instead.
+# torch first, by exact version, as the Makefile does (PyPI's Linux wheel of it is the CUDA build).
 RUN pip install --no-cache-dir torch==2.13.0 && pip install --no-cache-dir . \
  && git config --system --add safe.directory '*'
 ENV DEOCCLUDE_PROJECT_DIR=/srv/deocclude

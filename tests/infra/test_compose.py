@@ -291,3 +291,10 @@ def test_build_contexts_hold_what_the_dockerfiles_copy(compose):
             if line.startswith("COPY "):
                 for source in shlex.split(line)[1:-1]:
                     assert (context / source).exists(), f"{dockerfile.name}: COPY {source}: not in {context}"
+
+
+def test_install_postgres_does_nothing_where_postgres_is_installed():
+    if not any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and shutil.which("initdb") is None:
+        pytest.skip("Postgres is not installed here")
+    result = subprocess.run(["sh", str(INFRA / "install_postgres.sh")], capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
