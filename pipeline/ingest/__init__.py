@@ -1,0 +1,1 @@
+"""Users' datasets in: per-file checks, landmark-placed masks, and the all-or-nothing ingest."""
