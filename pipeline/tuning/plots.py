@@ -37,7 +37,11 @@ def save_study_plots(study: optuna.Study, directory: Path, target_name: str) -> 
     for name, plot in plots.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            axes = plot()
+            try:
+                axes = plot()
+            except (RuntimeError, ValueError, ZeroDivisionError) as error:  # e.g. importances of identical scores
+                logger.warning("%s not plotted: %s", name, error)
+                continue
         figure = axes.figure
         figure.set_size_inches(8, 5)
         figure.tight_layout()

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
+import sqlalchemy.exc
 from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -50,11 +51,22 @@ def open_storage(url: str, heartbeat_seconds: int, max_retries: int) -> RDBStora
     failed and queued again (at most `max_retries` times)."""
     # sqlite serialises writers; several workers wait for the lock rather than fail at once.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
-                          grace_period=2 * heartbeat_seconds,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
+
+    def connect() -> RDBStorage:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
+                              grace_period=2 * heartbeat_seconds,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retries))
+
+    for attempt in range(4):
+        try:
+            return connect()
+        except sqlalchemy.exc.DBAPIError:
+            # Workers started together on an empty database race to create Optuna's tables (Postgres:
+            # `duplicate key ... pg_type_typname_nsp_index`); the loser finds them made on its next try.
+            time.sleep(0.5 + attempt)
+    return connect()
 
 
 def open_study(storage: RDBStorage, name: str, direction: str, sampler: optuna.samplers.BaseSampler,

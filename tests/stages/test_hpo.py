@@ -97,7 +97,7 @@ def trial_runs(root: Path, study_name: str):
 
 
 def test_a_killed_study_resumes_to_exactly_its_trials(dataset_root, tmp_path):
-    root = project(dataset_root, tmp_path / "project", {"inpainter": {"epochs": 4}})
+    root = project(dataset_root, tmp_path / "project", {"inpainter": {"epochs": 3}})
     cfg = config(root)
     name = hpo.study_name(cfg)
     log = tmp_path / "killed.log"
@@ -241,6 +241,9 @@ def test_a_hopeless_trial_is_pruned_after_its_first_epoch(dataset_root, tmp_path
     assert "metrics.objective" not in pruned_run or pruned_run["metrics.objective"].isna().all()
     assert tuned_weights(root) == {term: round(first.params[term], 6) for term in TERMS}
     assert not (Paths(root).models / ".hpo").exists()          # no trial checkpoints left behind
+    # One completed trial: no parameter importances, the other plots all the same.
+    assert {path.name for path in (root / "reports" / "hpo").glob("*.png")} == {
+        "optimization_history.png", "intermediate_values.png"}
 
 
 def test_no_trials_write_an_empty_file_and_change_nothing(dataset_root, tmp_path):
