@@ -212,12 +212,15 @@ class Config:
     registry: RegistryConfig
     promotion: PromotionConfig = PromotionConfig()
     hpo: HpoConfig = HpoConfig()
+    tuned_loss_weights: dict[str, float] = field(default_factory=dict)   # from params.tuned.yaml, applied to the inpainter
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def params_hash(self) -> str:
-        """sha256 of the canonical JSON of params.yaml: the same params give the same hash."""
-        canonical = json.dumps(self.raw, sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON of params.yaml and of the tuned loss weights applied from
+        params.tuned.yaml: the same params give the same hash."""
+        payload = {**self.raw, TUNED_PARAMS_FILE: self.tuned_loss_weights} if self.tuned_loss_weights else self.raw
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -485,11 +488,12 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
     if "perceptual_layers" in inpainter_raw:
         inpainter_raw["perceptual_layers"] = tuple(inpainter_raw["perceptual_layers"])
     hpo = _build(HpoConfig, _hpo_values(effective.get("hpo") or {}, env, base, source), "hpo", source)
+    tuned: dict[str, float] = {}
     if hpo.apply:
         # Only the searched terms: a term dropped from hpo.terms goes back to its params.yaml weight.
-        tuned = read_tuned_loss_weights(base / TUNED_PARAMS_FILE)
-        inpainter_raw["loss_weights"] = {**(inpainter_raw.get("loss_weights") or {}),
-                                         **{term: weight for term, weight in tuned.items() if term in hpo.terms}}
+        tuned = {term: weight for term, weight in read_tuned_loss_weights(base / TUNED_PARAMS_FILE).items()
+                 if term in hpo.terms}
+        inpainter_raw["loss_weights"] = {**(inpainter_raw.get("loss_weights") or {}), **tuned}
     cfg = Config(
         root=base,
         profile=str(profile),
@@ -505,6 +509,7 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
         registry=_build(RegistryConfig, registry_raw, "registry", source),
         promotion=_build(PromotionConfig, _promotion_values(effective.get("promotion") or {}), "promotion", source),
         hpo=hpo,
+        tuned_loss_weights=tuned,
         raw=raw,
     )
     _check(cfg, source)
