@@ -135,7 +135,7 @@ def test_a_killed_study_resumes_to_exactly_its_trials(dataset_root, tmp_path):
 
 
 def test_two_workers_share_one_study_on_sqlite(dataset_root, tmp_path):
-    root = project(dataset_root, tmp_path / "project", {"inpainter": {"epochs": 3}, "hpo": {"random_trials": 3}})
+    root = project(dataset_root, tmp_path / "project", {"hpo": {"random_trials": 3}})
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     two_workers_share_one_study(root, storage, tmp_path)
 
@@ -188,7 +188,7 @@ def postgres_url():
 
 
 def test_two_workers_share_one_study_on_postgres(dataset_root, tmp_path, postgres_url):
-    root = project(dataset_root, tmp_path / "project", {"inpainter": {"epochs": 3}, "hpo": {"random_trials": 3}})
+    root = project(dataset_root, tmp_path / "project", {"hpo": {"random_trials": 3}})
     two_workers_share_one_study(root, postgres_url, tmp_path)
 
 
@@ -209,6 +209,7 @@ def test_random_trials_then_tpe_and_the_best_weights_train_again(dataset_root, t
     tuned = config(root)
     assert tuned.inpainter.loss_weights == {**cfg.inpainter.loss_weights, **tuned_weights(root)}
     assert tuned.inpainter.loss_weights["hole_l1"] == tiny_params()["inpainter"]["loss_weights"]["hole_l1"]
+    assert tuned.params_hash != cfg.params_hash                # registered models tell tuned weights apart
     train_inpainter.run(tuned)
     metrics = json.loads((Paths(root).training_reports / "inpainter_metrics.json").read_text())
     assert metrics["val_psnr_masked"] == best.value             # the best trial's model, trained again
