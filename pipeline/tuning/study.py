@@ -28,6 +28,8 @@ from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning, UpdateF
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from pipeline.errors import DeoccludeError
+
 logger = logging.getLogger(__name__)
 
 # Trial system attribute: which process runs it, so a dead one on this host is noticed at once.
@@ -80,7 +82,8 @@ def open_study(storage: RDBStorage, name: str, direction: str, sampler: optuna.s
     except DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         if study.direction.name.lower() != direction:
-            raise ValueError(f"study {name} exists with direction {study.direction.name.lower()}, not {direction}") from None
+            raise DeoccludeError(f"study {name} exists with direction {study.direction.name.lower()}, not {direction}; "
+                                 "join it with the metric it optimises, or name another study") from None
         deadline = time.monotonic() + wait_seconds
         while INITIALISED_ATTR not in study.user_attrs and time.monotonic() < deadline:
             time.sleep(0.5)

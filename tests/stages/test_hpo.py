@@ -198,6 +198,8 @@ def test_random_trials_then_tpe_and_the_best_weights_train_again(dataset_root, t
     hpo.run(cfg)
     study = load_study(cfg)
     assert [trial.system_attrs[SAMPLER_ATTR] for trial in study.trials] == ["random", "random", "tpe"]
+    runs, _ = trial_runs(root, study.study_name)
+    assert dict(zip(runs["tags.optuna_trial"], runs["tags.optuna_sampler"])) == {"0": "random", "1": "random", "2": "tpe"}
     # The random trials drew what RandomSampler draws with their seed; the TPE one did not.
     for trial in study.trials:
         replay = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=trial_seed(cfg.seed, trial.number)))
