@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: install run test repro mlflow-ui clean
+.PHONY: install run test repro mlflow-ui data-push data-pull clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ test: $(STAMP)
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# The DVC-tracked data and models to / from params.yaml's remote (DEOCCLUDE_REMOTE_* over it);
+# S3 credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws.
+data-push: $(STAMP)
+	$(BIN)/deocclude data push
+
+data-pull: $(STAMP)
+	$(BIN)/deocclude data pull
 
 clean:
 	rm -rf mlflow.db mlartifacts data/synthetic models reports .dvc/tmp

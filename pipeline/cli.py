@@ -384,6 +384,42 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0 if report.identical else EXIT_FAILURE
 
 
+def _data_remote(args: argparse.Namespace) -> int:
+    from pipeline.storage.remote import configure_remote, describe
+
+    cfg = load_config(args.params)
+    remote = configure_remote(cfg.root, cfg.remote)
+    print(f"DVC remote: {describe(remote)}, the default for dvc push / pull in {cfg.root}")
+    return 0
+
+
+def _data_transfer(direction: str) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        from pipeline.storage import remote
+
+        cfg = load_config(args.params)
+        transfer = remote.push if direction == "push" else remote.pull
+        transfer(cfg.root, cfg.remote, env=dict(os.environ), targets=args.targets, run_cache=args.run_cache, jobs=args.jobs)
+        print(f"{direction}: done with remote {remote.describe(cfg.remote.in_use())}")
+        return 0
+
+    return command
+
+
+def _remote_commands(data_commands: Any) -> None:
+    """`deocclude data remote | push | pull`: the DVC remote from params.yaml's `remote:`."""
+    data_commands.add_parser("remote", help="make params.yaml's remote (DEOCCLUDE_REMOTE_* over it) DVC's default"
+                             ).set_defaults(handler=_data_remote)
+    for direction, what in (("push", "send the DVC-tracked data and models to the remote"),
+                            ("pull", "fetch the DVC-tracked data and models from the remote and check them out")):
+        transfer = data_commands.add_parser(direction, help=f"{what} (configures the remote first)")
+        transfer.add_argument("targets", nargs="*", help="stages or outputs (default: everything dvc.lock records)")
+        transfer.add_argument("--run-cache", action="store_true", help="also the run cache, so `dvc repro` elsewhere "
+                                                                       "can restore stages instead of rerunning them")
+        transfer.add_argument("-j", "--jobs", type=int, help="parallel transfers (default: DVC's)")
+        transfer.set_defaults(handler=_data_transfer(direction))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deocclude", description=__doc__)
     parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: ./params.yaml)")
@@ -445,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("model", help="registered version, e.g. models:/deocclusion/3")
     reproduce.add_argument("--no-force", action="store_true", help="let DVC skip stages it finds up to date")
     reproduce.set_defaults(handler=_reproduce)
+    data_commands = commands.add_parser("data", help="the DVC-tracked data: sharing it through the DVC remote"
+                                        ).add_subparsers(dest="data_command", required=True)
+    _remote_commands(data_commands)
     return parser
 
 

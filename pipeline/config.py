@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +32,12 @@ SEGMENTER_LOSS_TERMS = ("bce", "dice")
 INPAINTER_LOSS_TERMS = ("l1", "hole_l1", "valid_l1", "tv", "perceptual", "style", "adversarial")
 EVALUATION_METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
 TOP_LEVEL_KEYS = ("profile", "profiles", "seed", "data", "validation", "segmenter", "inpainter", "finetune",
-                  "evaluation", "registry", "promotion", "hpo")
+                  "evaluation", "registry", "promotion", "hpo", "remote")
+# The DVC remote's settings a machine may set over params.yaml's `remote:` (the team stack's MinIO
+# does); its credentials come only from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE or
+# the AWS config files, which DVC's S3 client reads itself.
+REMOTE_ENV = {"url": "DEOCCLUDE_REMOTE_URL", "endpoint_url": "DEOCCLUDE_REMOTE_ENDPOINT_URL",
+              "region": "DEOCCLUDE_REMOTE_REGION"}
 # What a loss-weight search may optimise, and which way: the validation metrics the inpainter logs.
 HPO_METRICS = {"val/loss": "minimize", "val/l1": "minimize", "val/hole_l1": "minimize",
                "val/psnr": "maximize", "val/psnr_masked": "maximize", "val/ssim": "maximize"}
@@ -199,6 +206,23 @@ class HpoConfig:
 
 
 @dataclass(frozen=True)
+class RemoteConfig:
+    """The DVC remote the team shares data and models through: S3, or MinIO through endpoint_url.
+    The fields are params.yaml's (shared through the committed .dvc/config); `overrides` holds what
+    DEOCCLUDE_REMOTE_* set over them on this machine (.dvc/config.local)."""
+
+    name: str = "storage"
+    url: str = ""                       # s3://bucket/prefix; empty: no remote
+    endpoint_url: str = ""              # empty: AWS; MinIO: http://host:9000
+    region: str = ""                    # empty: the AWS config's (or the SDK's default)
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def in_use(self) -> RemoteConfig:
+        """The remote this machine pushes to: params.yaml's fields with the environment's over them."""
+        return replace(self, **self.overrides, overrides={})
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path
     profile: str
@@ -212,6 +236,7 @@ class Config:
     registry: RegistryConfig
     promotion: PromotionConfig = PromotionConfig()
     hpo: HpoConfig = HpoConfig()
+    remote: RemoteConfig = RemoteConfig()
     tuned_loss_weights: dict[str, float] = field(default_factory=dict)   # from params.tuned.yaml, applied to the inpainter
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
@@ -406,6 +431,49 @@ def _hpo_values(raw: dict[str, Any], env: dict[str, str], base: Path, source: Pa
     return values
 
 
+def _redacted(url: str) -> str:
+    """The URL with any user and password replaced, fit for an error message."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _remote(raw: Any, env: dict[str, str], source: Path) -> RemoteConfig:
+    """params.yaml's `remote:` with DEOCCLUDE_REMOTE_* over it; a URL never carries credentials."""
+    _require(raw is None or isinstance(raw, dict), source, "section 'remote' must be a mapping")
+    values = {key: "" if value is None else value for key, value in (raw or {}).items()}
+    _require("overrides" not in values, source,
+             f"remote.overrides is not a setting; set {', '.join(REMOTE_ENV.values())} in the environment instead")
+    shared = _build(RemoteConfig, values, "remote", source)
+    for key in ("name", "url", "endpoint_url", "region"):
+        _require(isinstance(getattr(shared, key), str), source,
+                 f"remote.{key} must be a string, got {getattr(shared, key)!r}")
+    overrides = {key: env[variable] for key, variable in REMOTE_ENV.items() if env.get(variable)}
+    _check_remote(shared, source, lambda key: f"remote.{key}")
+    _check_remote(replace(shared, **overrides), source,
+                  lambda key: f"{REMOTE_ENV[key]} (over remote.{key})" if key in overrides else f"remote.{key}")
+    return replace(shared, overrides=overrides)
+
+
+def _check_remote(remote: RemoteConfig, source: Path, where: Callable[[str], str]) -> None:
+    _require(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", remote.name) is not None, source,
+             f"remote.name must be letters, digits, '_', '.' or '-', got {remote.name!r}")
+    url = urlsplit(remote.url)
+    _require(not remote.url or (url.scheme == "s3" and bool(url.netloc)), source,
+             f"{where('url')} must be s3://bucket/prefix (or empty: no remote), got {_redacted(remote.url)!r}")
+    endpoint = urlsplit(remote.endpoint_url)
+    _require(not remote.endpoint_url or (endpoint.scheme in ("http", "https") and bool(endpoint.hostname)), source,
+             f"{where('endpoint_url')} must be http(s)://host[:port] (or empty: AWS), got {_redacted(remote.endpoint_url)!r}")
+    for key, parts in (("url", url), ("endpoint_url", endpoint)):
+        # A key in a URL would land in .dvc/config, git and every log that prints the remote.
+        _require(parts.username is None and parts.password is None, source,
+                 f"{where(key)} must not hold credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                 "(or AWS_PROFILE) in the environment")
+    _require(not remote.region or re.fullmatch(r"[a-z0-9-]+", remote.region) is not None, source,
+             f"{where('region')} must be an AWS region name such as eu-west-1 (or empty), got {remote.region!r}")
+
+
 def read_tuned_loss_weights(path: Path) -> dict[str, float]:
     """The loss weights the hpo stage wrote to params.tuned.yaml; {} when it has not run."""
     if not path.is_file():
@@ -510,6 +578,7 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
         promotion=_build(PromotionConfig, _promotion_values(effective.get("promotion") or {}), "promotion", source),
         hpo=hpo,
         tuned_loss_weights=tuned,
+        remote=_remote(effective.get("remote"), env, source),
         raw=raw,
     )
     _check(cfg, source)

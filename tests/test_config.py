@@ -123,3 +123,35 @@ def test_resolved_params_merge_the_active_profile_and_nothing_else(tmp_path):
 def test_trainer_and_device_settings_are_checked(tmp_path, override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(write_params(tmp_path, tiny_params(override)), env={})
+
+
+def test_remote_comes_from_params_and_the_environment_overrides_it_on_this_machine(tmp_path):
+    path = write_params(tmp_path, tiny_params({"remote": {"url": "s3://team-data/dvc", "region": "eu-west-1"}}))
+    shared = load_config(path, env={}).remote
+    assert (shared.name, shared.url, shared.endpoint_url, shared.region, shared.overrides) == \
+        ("storage", "s3://team-data/dvc", "", "eu-west-1", {})
+    remote = load_config(path, env={"DEOCCLUDE_REMOTE_ENDPOINT_URL": "http://127.0.0.1:9000",
+                                    "DEOCCLUDE_REMOTE_REGION": "us-east-1", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}).remote
+    assert (remote.url, remote.endpoint_url, remote.region) == ("s3://team-data/dvc", "", "eu-west-1")  # params.yaml's
+    assert remote.overrides == {"endpoint_url": "http://127.0.0.1:9000", "region": "us-east-1"}
+    in_use = remote.in_use()
+    assert (in_use.url, in_use.endpoint_url, in_use.region) == ("s3://team-data/dvc", "http://127.0.0.1:9000", "us-east-1")
+    assert "s3cr3t" not in repr(remote)
+
+
+@pytest.mark.parametrize("override, env, message", [
+    ({"url": "gs://bucket/dvc"}, {}, "remote.url must be s3://bucket/prefix (or empty: no remote), got 'gs://bucket/dvc'"),
+    ({"url": "s3://AKIA:s3cr3t@bucket/dvc"}, {}, "remote.url must not hold credentials; set AWS_ACCESS_KEY_ID"),
+    ({}, {"DEOCCLUDE_REMOTE_ENDPOINT_URL": "http://minio:s3cr3t@host:9000"},
+     "DEOCCLUDE_REMOTE_ENDPOINT_URL (over remote.endpoint_url) must not hold credentials"),
+    ({}, {"DEOCCLUDE_REMOTE_ENDPOINT_URL": "minio:9000"}, "must be http(s)://host[:port] (or empty: AWS), got 'minio:9000'"),
+    ({"region": "EU West"}, {}, "remote.region must be an AWS region name such as eu-west-1"),
+    ({"name": "my remote"}, {}, "remote.name must be letters, digits"),
+    ({"bucket": "x"}, {}, "unknown key(s) in 'remote': bucket"),
+    ({"overrides": {"url": "s3://x/y"}}, {}, "remote.overrides is not a setting"),
+])
+def test_bad_remote_settings_name_the_file_and_the_setting_and_never_echo_a_secret(tmp_path, override, env, message):
+    path = write_params(tmp_path, tiny_params({"remote": override}))
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        load_config(path, env=env)
+    assert str(path) in str(error.value) and "s3cr3t" not in str(error.value)
