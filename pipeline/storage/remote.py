@@ -118,9 +118,10 @@ def run_dvc(root: Path, remote: RemoteConfig, command: str, arguments: list[str]
     process = subprocess.Popen([sys.executable, "-m", "dvc", command, "-r", remote.name, *arguments], cwd=root,
                                env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     shown: list[str] = []
-    reader = threading.Thread(target=_pass_through, args=(process, secrets, shown), daemon=True)
+    interrupted = threading.Event()  # DVC's "interrupted by the user" would misstate why
+    reader = threading.Thread(target=_pass_through, args=(process, secrets, shown, interrupted), daemon=True)
     reader.start()
-    lost = _watch(process, remote)
+    lost = _watch(process, remote, interrupted)
     reader.join()
     output = "".join(shown)
     again = "Running it again resumes: what was already transferred is skipped, and the cache is untouched."
@@ -153,7 +154,7 @@ def _probe(address: tuple[str, int]) -> str | None:
         return f"{address[0]}:{address[1]}: {error.strerror or error}"
 
 
-def _watch(process: subprocess.Popen, remote: RemoteConfig) -> str | None:
+def _watch(process: subprocess.Popen, remote: RemoteConfig, interrupted: threading.Event) -> str | None:
     """Wait for `process`; interrupt it, and say why, once the remote has answered and then refused
     connections for GIVE_UP_AFTER seconds. A remote never reached (through a proxy, say) is left
     to DVC's own errors."""
@@ -172,6 +173,7 @@ def _watch(process: subprocess.Popen, remote: RemoteConfig) -> str | None:
         failing_since = failing_since or time.monotonic()
         if answered and time.monotonic() - failing_since >= GIVE_UP_AFTER:
             logger.warning("remote %s: %s for %.0f s; stopping DVC", remote.name, problem, GIVE_UP_AFTER)
+            interrupted.set()
             _interrupt(process)
             return problem
 
@@ -186,24 +188,25 @@ def _interrupt(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _pass_through(process: subprocess.Popen, secrets: list[str], shown: list[str]) -> None:
-    """Copy the child's output to our stderr as it comes, a line (or progress-bar frame) at a time,
-    so a secret is never split across two writes; keep all of it, redacted, in `shown`."""
+def _pass_through(process: subprocess.Popen, secrets: list[str], shown: list[str], interrupted: threading.Event) -> None:
+    """Copy the child's output to our stderr as it comes (until we interrupt it), a line or
+    progress-bar frame at a time, so a secret is never split across two writes; keep all of it,
+    redacted, in `shown`."""
     pending = b""
     assert process.stdout is not None
     while chunk := process.stdout.read1(65536):
         pending += chunk
         *complete, pending = re.split(rb"(?<=[\r\n])", pending)
-        _show(b"".join(complete), secrets, shown)
-    _show(pending, secrets, shown)
+        _show(b"".join(complete), secrets, shown, interrupted)
+    _show(pending, secrets, shown, interrupted)
 
 
-def _show(data: bytes, secrets: list[str], shown: list[str]) -> None:
+def _show(data: bytes, secrets: list[str], shown: list[str], interrupted: threading.Event) -> None:
     text = redact(data.decode(errors="replace"), secrets)
-    if text:
+    if text and not interrupted.is_set():
         sys.stderr.write(text)
         sys.stderr.flush()
-        shown.append(text)
+    shown.append(text)
 
 
 def recorded_targets(root: Path) -> list[str]:

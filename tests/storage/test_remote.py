@@ -201,6 +201,8 @@ def test_a_server_that_stops_mid_push_fails_cleanly_and_a_retry_completes(genera
         raise
     failed = subprocess.CompletedProcess(push.args, push.returncode, stdout, stderr)
     assert_clean_failure(failed, server)
+    assert "the remote stopped answering" in stderr and "Connection refused" in stderr
+    assert "interrupted by the user" not in stderr
     assert_cache_intact(root)
 
     server.start()  # a fresh, empty bucket on the same port: the retry has everything to send again
@@ -248,3 +250,36 @@ def test_no_remote_configured_is_an_error_naming_the_setting(generated, tmp_path
     assert result.returncode == 1
     assert "remote.url is empty and DEOCCLUDE_REMOTE_URL is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_team_remote_goes_to_dvc_config_and_this_machines_overrides_to_config_local(tmp_path):
+    from dataclasses import replace
+
+    from dvc.config import Config as DvcConfig
+
+    from pipeline.config import RemoteConfig
+    from pipeline.storage.remote import configure_remote
+
+    subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    levels = lambda: {level: DvcConfig(dvc_dir=tmp_path / ".dvc").load_one(level) for level in ("repo", "local")}  # noqa: E731
+    team = RemoteConfig(url="s3://team-bucket/dvc", region="eu-west-1")
+
+    in_use = configure_remote(tmp_path, replace(team, overrides={"endpoint_url": "http://127.0.0.1:9000"}))
+    assert in_use.endpoint_url == "http://127.0.0.1:9000"
+    config = levels()
+    assert config["repo"]["core"]["remote"] == "storage"
+    assert config["repo"]["remote"]["storage"] == {"url": "s3://team-bucket/dvc", "region": "eu-west-1"}
+    assert config["local"]["remote"]["storage"] == {"endpointurl": "http://127.0.0.1:9000"}
+    merged = DvcConfig(dvc_dir=tmp_path / ".dvc")["remote"]["storage"]
+    assert (merged["url"], merged["endpointurl"], merged["region"]) == ("s3://team-bucket/dvc", "http://127.0.0.1:9000", "eu-west-1")
+
+    configure_remote(tmp_path, team)  # the variable unset: this machine's override is forgotten
+    config = levels()
+    assert "storage" not in config["local"].get("remote", {})
+    assert config["repo"]["remote"]["storage"] == {"url": "s3://team-bucket/dvc", "region": "eu-west-1"}
+
+    configure_remote(tmp_path, RemoteConfig(overrides={"url": "s3://my-bucket/dvc", "endpoint_url": "http://minio:9000"}))
+    config = levels()  # no team URL: nothing shared, all of it local
+    assert "storage" not in config["repo"].get("remote", {}) and "remote" not in config["repo"].get("core", {})
+    assert config["local"]["remote"]["storage"] == {"url": "s3://my-bucket/dvc", "endpointurl": "http://minio:9000"}
+    assert config["local"]["core"]["remote"] == "storage"
