@@ -44,4 +44,4 @@ data-pull: $(STAMP)
 	$(BIN)/deocclude data pull
 
 clean:
-	rm -rf mlflow.db mlartifacts data/synthetic models reports .dvc/tmp
+	rm -rf mlflow.db mlartifacts data/dataset models reports .dvc/tmp

@@ -48,9 +48,9 @@ def tracking_uri(params: Path) -> str:
 
 def request_bodies(project: Path, size: int, count: int = 16) -> list[bytes]:
     """`count` test-split images of the project's dataset, resized to size x size, as request bodies."""
-    images = sorted((project / "data" / "synthetic" / "images").iterdir())[:count]
+    images = sorted((project / "data" / "dataset" / "images").iterdir())[:count]
     if not images:
-        raise SystemExit(f"{project / 'data/synthetic/images'}: no images; run the pipeline first")
+        raise SystemExit(f"{project / 'data/dataset/images'}: no images; run the pipeline first")
     bodies = []
     for path in images:
         buffer = io.BytesIO()

@@ -30,7 +30,8 @@ from pipeline.stages import STAGES
 # Generous ceilings that catch a hung stage, not a slow one; a profile that trains for days raises
 # them through the flow's `stage_timeout_minutes` parameter (prefect.yaml sets it per deployment).
 DEFAULT_STAGE_TIMEOUT_MINUTES = {"resolve_params": 10, "generate": 240, "validate": 120, "train_segmenter": 1440,
-                                 "train_inpainter": 1440, "finetune": 720, "evaluate": 240, "register": 60}
+                                 "train_inpainter": 1440, "finetune": 720, "evaluate": 240, "register": 60,
+                                 "hpo": 2880}
 TRANSIENT_RETRIES = 3
 BACKOFF_SECONDS = 10  # 10, 20, 40 s between attempts
 # What a failure that may pass on its own prints: the network, a server restarting, a busy store.

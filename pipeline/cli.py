@@ -385,11 +385,10 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _data_remote(args: argparse.Namespace) -> int:
-    from pipeline.storage.remote import configure_remote, describe
+    from pipeline.storage.remote import configure_remote
 
     cfg = load_config(args.params)
-    remote = configure_remote(cfg.root, cfg.remote)
-    print(f"DVC remote: {describe(remote)}, the default for dvc push / pull in {cfg.root}")
+    configure_remote(cfg.root, cfg.remote)  # it logs the remote, and where the environment's values went
     return 0
 
 
@@ -418,6 +417,54 @@ def _remote_commands(data_commands: Any) -> None:
                                                                        "can restore stages instead of rerunning them")
         transfer.add_argument("-j", "--jobs", type=int, help="parallel transfers (default: DVC's)")
         transfer.set_defaults(handler=_data_transfer(direction))
+
+
+def _data_ingest(args: argparse.Namespace) -> int:
+    from pipeline.ingest.ingest import ingest, layout_options, settings_from
+    from pipeline.ingest.versions import track_with_dvc
+    from pipeline.stages.common import Paths
+
+    cfg = load_config(args.params)
+    source = Path(args.source)
+    name = args.name or source.resolve().name
+    options = {**layout_options(source, args.kind),
+               **{key: Path(value) for key, value in (("cutouts_dir", args.cutouts), ("landmarks_file", args.landmarks),
+                                                     ("faces_dir", args.faces)) if value}}
+    result = ingest(source, args.kind, name, Paths(cfg.root).ingested, settings_from(cfg), progress=sys.stderr.isatty()
+                    or args.progress, **options)
+    version = track_with_dvc(cfg.root, result.target) if not args.no_dvc else None
+    print(f"ingested {result.samples} {args.kind} samples from {source} into {result.target} "
+          f"(train {result.splits['train']}, val {result.splits['val']}, test {result.splits['test']}; "
+          f"{result.exif_rotated} turned upright from EXIF)")
+    if version:
+        print(f"dataset version {version}: commit {result.target.name}.dvc and push the data (`deocclude data push`)")
+    return 0
+
+
+def _data_versions(args: argparse.Namespace) -> int:
+    from pipeline.ingest.versions import format_versions, list_versions
+    from pipeline.stages.common import dataset_tag
+
+    cfg = load_config(args.params)
+    print(format_versions(list_versions(cfg.root, dataset_tag(cfg))))
+    return 0
+
+
+def _ingest_commands(data_commands: Any) -> None:
+    """`deocclude data ingest DIR --kind faces|labelled|masks [--name NAME]`."""
+    ingest = data_commands.add_parser("ingest", help="check a raw dataset and add it in the manifest format, all or "
+                                                     "nothing (data/raw/README.md gives the layouts)")
+    ingest.add_argument("source", help="the raw dataset folder (only read)")
+    ingest.add_argument("--kind", required=True, choices=("faces", "labelled", "masks"))
+    ingest.add_argument("--name", help="the dataset's name under data/ingested/ (default: the folder's name)")
+    ingest.add_argument("--cutouts", help="faces: RGBA occluder cut-outs (default: SOURCE/cutouts if present)")
+    ingest.add_argument("--landmarks", help="faces: 68- or 5-point landmarks CSV (default: SOURCE/landmarks.csv)")
+    ingest.add_argument("--faces", help="masks: the clean faces the masks are applied to (default: SOURCE/faces)")
+    ingest.add_argument("--no-dvc", action="store_true", help="do not `dvc add` the result")
+    ingest.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
+    ingest.set_defaults(handler=_data_ingest)
+    data_commands.add_parser("versions", help="dataset versions: DVC hash, tag, files, size, validation status"
+                             ).set_defaults(handler=_data_versions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -484,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = commands.add_parser("data", help="the DVC-tracked data: sharing it through the DVC remote"
                                         ).add_subparsers(dest="data_command", required=True)
     _remote_commands(data_commands)
+    _ingest_commands(data_commands)
     return parser
 
 

@@ -52,6 +52,21 @@ class ConfigError(DeoccludeError, ValueError):
     """params.yaml is missing, malformed, or holds an invalid value."""
 
 
+DATA_SOURCES = ("synthetic", "faces", "labelled", "masks")
+RESIZE_MODES = ("crop", "resize")
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    """How the generate stage (and `deocclude data ingest`) turns a raw dataset into the manifest format."""
+
+    resize: str = "crop"               # crop: centre square, then resize; resize: squash to a square
+    max_pixels: int = 40_000_000       # an image whose header claims more is refused without decoding
+    duplicate_distance: int = 12       # perceptual-hash bits (of 256) within which two images are one
+    landmark_mask_share: float = 0.5   # faces with landmarks: share given paper 002's landmark-placed mask
+    cutout_share: float = 0.5          # faces with a cutouts/ folder: share given an RGBA cut-out
+
+
 @dataclass(frozen=True)
 class DataConfig:
     count: int
@@ -60,6 +75,10 @@ class DataConfig:
     mask_ratio_min: float
     mask_ratio_max: float
     occluders: dict[str, float]
+    tag: str = ""                      # the dataset's human tag (its id is its DVC hash); empty: from source and size
+    source: str = "synthetic"          # synthetic: rendered; faces / labelled / masks: ingested from `raw`
+    raw: str = "data/raw"              # the raw dataset folder (a DVC dep of generate), relative to params.yaml
+    ingest: IngestParams = IngestParams()
 
 
 @dataclass(frozen=True)
@@ -236,8 +255,8 @@ class Config:
     registry: RegistryConfig
     promotion: PromotionConfig = PromotionConfig()
     hpo: HpoConfig = HpoConfig()
-    remote: RemoteConfig = RemoteConfig()
     tuned_loss_weights: dict[str, float] = field(default_factory=dict)   # from params.tuned.yaml, applied to the inpainter
+    remote: RemoteConfig = RemoteConfig()
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -311,6 +330,15 @@ def _check(cfg: Config, source: Path) -> None:
     _require(abs(sum(d.splits.values()) - 1.0) < 1e-6, source, f"data.splits must sum to 1, got {sum(d.splits.values())}")
     _require(0 < d.mask_ratio_min < d.mask_ratio_max < 1, source,
              f"data.mask_ratio_min/max must satisfy 0 < min < max < 1, got {d.mask_ratio_min}, {d.mask_ratio_max}")
+    _require(d.source in DATA_SOURCES, source, f"data.source must be one of {list(DATA_SOURCES)}, got {d.source!r}")
+    _require(d.ingest.resize in RESIZE_MODES, source, f"data.ingest.resize must be crop or resize, got {d.ingest.resize!r}")
+    _require(d.ingest.max_pixels >= d.resolution ** 2, source,
+             f"data.ingest.max_pixels must be >= data.resolution squared, got {d.ingest.max_pixels}")
+    _require(0 <= d.ingest.duplicate_distance <= 64, source,
+             f"data.ingest.duplicate_distance must be 0..64 bits (of 256), got {d.ingest.duplicate_distance}")
+    for share in ("landmark_mask_share", "cutout_share"):
+        value = getattr(d.ingest, share)
+        _require(0 <= value <= 1, source, f"data.ingest.{share} must be in [0, 1], got {value}")
     unknown = sorted(set(d.occluders) - set(OCCLUDER_TYPES))
     _require(not unknown, source, f"data.occluders: unknown type(s) {unknown}; known: {list(OCCLUDER_TYPES)}")
     _require(sum(d.occluders.values()) > 0 and all(v >= 0 for v in d.occluders.values()), source,
@@ -513,6 +541,10 @@ def _effective(raw: dict[str, Any], source: Path) -> tuple[str, dict[str, Any]]:
     profile = raw.get("profile", "quick")
     if profile not in profiles:
         raise ConfigError(f"{source}: profile '{profile}' is not defined under 'profiles' (defined: {', '.join(profiles) or 'none'})")
+    for name, overrides in profiles.items():
+        if "raw" in ((overrides or {}).get("data") or {}):
+            raise ConfigError(f"{source}: profiles.{name}.data.raw: the raw folder is a DVC dependency resolved from "
+                              "params.yaml's own data section; set data.raw there, not in a profile")
     return str(profile), merge_overrides({k: v for k, v in raw.items() if k not in ("profile", "profiles")}, profiles[profile] or {})
 
 
@@ -566,7 +598,7 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
         root=base,
         profile=str(profile),
         seed=int(effective.get("seed", 0)),
-        data=_build(DataConfig, _section(effective, "data", source), "data", source),
+        data=_build(DataConfig, _data_values(_section(effective, "data", source), source), "data", source),
         validation=_build(ValidationConfig, effective.get("validation") or {}, "validation", source),
         segmenter=_build(SegmenterConfig, _with_optimizer(_section(effective, "segmenter", source), "segmenter", source),
                          "segmenter", source),
@@ -583,6 +615,12 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
     )
     _check(cfg, source)
     return cfg
+
+
+def _data_values(raw: dict[str, Any], source: Path) -> dict[str, Any]:
+    values = dict(raw)
+    values["ingest"] = _build(IngestParams, values.get("ingest") or {}, "data.ingest", source)
+    return values
 
 
 def _promotion_values(raw: dict[str, Any]) -> dict[str, Any]:

@@ -86,6 +86,7 @@ def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "bin", root / "bin")
+    shutil.copytree(REPO / "data" / "raw", root / "data" / "raw")
     write_params(root, tiny_params(overrides))
     (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
     run = lambda *cmd: subprocess.run(cmd, cwd=root, check=True, capture_output=True, text=True)  # noqa: E731

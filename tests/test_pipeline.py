@@ -42,7 +42,7 @@ def test_flow_registers_a_champion_that_beats_the_occluded_input(project):
     client = mlflow_client(root)
     champion = client.get_model_version_by_alias("deocclusion", "champion")
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    data_md5 = next(o["md5"] for o in lock["stages"]["generate"]["outs"] if o["path"] == "data/synthetic")
+    data_md5 = next(o["md5"] for o in lock["stages"]["generate"]["outs"] if o["path"] == "data/dataset")
     for name in ("deocclusion", "occluder-segmenter", "face-inpainter"):
         version = client.get_model_version(name, "1")
         assert version.tags["data_version"] == data_md5
@@ -87,7 +87,7 @@ def test_one_execution_is_one_parent_run_with_the_stage_runs_and_the_dataset(pro
     assert {run.info.run_name for run in children} == {"train_segmenter", "train_inpainter", "finetune", "evaluate",
                                                        "register"}
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    data_md5 = next(o["md5"] for o in lock["stages"]["generate"]["outs"] if o["path"] == "data/synthetic")
+    data_md5 = next(o["md5"] for o in lock["stages"]["generate"]["outs"] if o["path"] == "data/dataset")
     datasets = parent.inputs.dataset_inputs
     assert [d.dataset.digest for d in datasets] == [data_md5]
     assert parent.data.tags["data_version"] == data_md5 and parent.info.status == "FINISHED"
@@ -138,7 +138,7 @@ def test_a_real_run_writes_the_html_report_per_image_scores_and_numeric_bin_plot
 
 def test_predict_any_size_keeps_known_pixels(project, tmp_path):
     root, _ = project
-    source = np.asarray(Image.open(next((root / "data/synthetic/images").iterdir())).resize((45, 70)))
+    source = np.asarray(Image.open(next((root / "data/dataset/images").iterdir())).resize((45, 70)))
     Image.fromarray(source).save(tmp_path / "face.png")
     result = deocclude(root, "predict", str(tmp_path / "face.png"), "-o", str(tmp_path / "out.png"),
                        "--mask-out", str(tmp_path / "mask.png"))
@@ -195,7 +195,7 @@ def test_the_rerun_evaluation_shows_the_champion_beside_the_candidate(project):
 
 def test_predict_with_an_unknown_model_names_it(project, tmp_path):
     root, _ = project
-    source = next((root / "data/synthetic/images").iterdir())
+    source = next((root / "data/dataset/images").iterdir())
     result = deocclude(root, "predict", str(source), "-o", str(tmp_path / "out.png"), "--model", "models:/deocclusion/99")
     assert result.returncode == 1
     assert "models:/deocclusion/99: cannot be loaded" in result.stderr

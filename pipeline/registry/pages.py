@@ -193,7 +193,7 @@ not what was behind the occluder.
 
 ## Data
 
-- data version (DVC hash of data/synthetic): `{tags.get('data_version', '?')}`
+- data version (DVC hash of data/dataset): `{tags.get('data_version', '?')}`
 - git commit: `{tags.get('git_commit', '?')}`; params hash: `{tags.get('params_hash', '?')}`; profile `{tags.get('profile', '?')}`
 - test split: {metrics.get('test_samples', '?')} samples
 

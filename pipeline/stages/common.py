@@ -30,7 +30,12 @@ class Paths:
 
     @property
     def dataset(self) -> Path:
-        return self.root / "data" / "synthetic"
+        return self.root / "data" / "dataset"
+
+    @property
+    def ingested(self) -> Path:
+        """Datasets added by `deocclude data ingest`, one folder each, each tracked by its own .dvc file."""
+        return self.root / "data" / "ingested"
 
     @property
     def validation(self) -> Path:
@@ -117,8 +122,23 @@ def data_version(root: Path, dataset: Path) -> str:
                             "or the Prefect flow so the dataset is versioned before registration")
 
 
+def dataset_tag(cfg: Config) -> str:
+    """The dataset's human tag (its id is the DVC hash): data.tag, else what it is made from."""
+    data = cfg.data
+    if data.tag:
+        return data.tag
+    if data.source == "synthetic":
+        return f"synthetic-{data.count}x{data.resolution}px-seed{cfg.seed}"
+    return f"{data.source}:{Path(data.raw).name}@{data.resolution}px"
+
+
 def provenance_tags(cfg: Config, stage: str) -> dict[str, str]:
-    return {"stage": stage, "git_commit": git_commit(cfg.root), "params_hash": cfg.params_hash}
+    tags = {"stage": stage, "git_commit": git_commit(cfg.root), "params_hash": cfg.params_hash, "data_tag": dataset_tag(cfg)}
+    try:
+        tags["data_version"] = data_version(cfg.root, Paths(cfg.root).dataset)
+    except FileNotFoundError:  # before the generate stage has been recorded in dvc.lock
+        pass
+    return tags
 
 
 def dataset_input(cfg: Config) -> DatasetInput:

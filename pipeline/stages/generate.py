@@ -1,5 +1,7 @@
-"""Stage generate: render the synthetic dataset (PNG files + manifest) from params.data.
+"""Stage generate: the dataset (PNG files + manifest) under data/dataset, from params.data.
 
+`data.source: synthetic` renders it; `faces`, `labelled` or `masks` ingests the raw folder
+`data.raw` (a DVC dep, so new raw data is a new dataset version) through `pipeline.ingest`.
 Mask ratios are stratified per split: each split's samples cycle through the strata of
 [mask_ratio_min, mask_ratio_max] cut at every tenth (paper 000's bins for 0.01..0.6), so every bin
 of the evaluation holds its share of the test split."""
@@ -20,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def run(cfg: Config) -> Path:
+    if cfg.data.source != "synthetic":
+        return ingest_raw(cfg)
     target = Paths(cfg.root).dataset
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -35,4 +39,17 @@ def run(cfg: Config) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
     logger.info("wrote %d samples (%d px) to %s", data.count, data.resolution, target)
+    return target
+
+
+def ingest_raw(cfg: Config) -> Path:
+    from pipeline.ingest.ingest import ingest, layout_options, settings_from
+
+    target = Paths(cfg.root).dataset
+    raw = (cfg.root / cfg.data.raw).resolve() if not Path(cfg.data.raw).is_absolute() else Path(cfg.data.raw)
+    shutil.rmtree(target, ignore_errors=True)
+    result = ingest(raw, cfg.data.source, target.name, target.parent, settings_from(cfg),
+                    **layout_options(raw, cfg.data.source), progress=False)
+    logger.info("ingested %d %s samples (%d px) from %s to %s: %s", result.samples, cfg.data.source, cfg.data.resolution,
+                raw, target, result.splits)
     return target

@@ -172,7 +172,7 @@ def run(cfg: Config) -> dict[str, Any]:
     deoccluder.to("cpu")  # logged from the CPU, as it was saved
     example_row = next(row for row in read_manifest(paths.dataset) if row["split"] == "test")
     example_image: np.ndarray = np.asarray(Image.open(paths.dataset / example_row["image_path"]).convert("RGB"))
-    version_tags = {key: tags[key] for key in ("git_commit", "data_version", "params_hash")}
+    version_tags = {key: tags[key] for key in ("git_commit", "data_version", "data_tag", "params_hash")}
     workdir = Path(tempfile.mkdtemp(prefix="register-"))
     try:
         with stage_run(cfg, "register", {"promote_metric": cfg.registry.promote_metric}) as mlflow_run:

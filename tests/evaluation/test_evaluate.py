@@ -85,7 +85,7 @@ def test_every_bin_every_baseline_and_the_photograph_set(evaluated):
 
 def test_per_occluder_type_latency_and_missing_weights_are_reported(evaluated):
     cfg, _, metrics = evaluated
-    manifest = _csv(cfg.root / "data/synthetic/manifest.csv")
+    manifest = _csv(cfg.root / "data/dataset/manifest.csv")
     types = {row["occluder_type"] for row in manifest if row["split"] == "test"}
     assert set(metrics["by_occluder"]) == types
     assert sum(group["end_to_end"]["samples"] for group in metrics["by_occluder"].values()) == metrics["test_samples"]

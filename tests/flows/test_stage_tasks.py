@@ -135,7 +135,7 @@ def test_a_pipeline_that_fails_names_the_stage_notifies_and_runs_nothing_after_i
     assert [event["event"] for event in WebhookInbox.received] == ["failed"]
     assert "stage generate failed" in WebhookInbox.received[0]["error"]
     assert (root / "params.resolved.yaml").is_file() and not (root / "reports").exists()
-    assert not (root / "data" / "synthetic").exists()
+    assert not (root / "data" / "dataset").exists()
 
 
 def test_a_notification_block_that_cannot_be_loaded_does_not_fail_the_run():

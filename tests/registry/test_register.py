@@ -58,7 +58,7 @@ def untrained_checkpoints(root: Path) -> None:
 
 
 def split_ids(root: Path) -> list[tuple[str, float]]:
-    with open(root / "data/synthetic/manifest.csv", newline="") as handle:
+    with open(root / "data/dataset/manifest.csv", newline="") as handle:
         return [(row["id"], float(row["mask_ratio"])) for row in csv.DictReader(handle) if row["split"] == "test"]
 
 
@@ -203,7 +203,7 @@ def test_the_networks_are_logged_with_signatures(story):
 
 
 def face_png(root: Path, size: tuple[int, int] = (45, 60)) -> bytes:
-    image = Image.open(next((root / "data/synthetic/images").iterdir())).convert("RGB").resize(size)
+    image = Image.open(next((root / "data/dataset/images").iterdir())).convert("RGB").resize(size)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -273,7 +273,7 @@ def test_a_champion_on_other_data_is_rescored_with_the_candidate_on_its_split(st
     root, _, _ = story
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     for out in lock["stages"]["generate"]["outs"]:
-        if out["path"] == "data/synthetic":
+        if out["path"] == "data/dataset":
             out["md5"] = "0" * 32 + ".dir"  # as if this candidate came from a regenerated dataset
     (root / "dvc.lock").write_text(yaml.safe_dump(lock))
     fifth = register(root)
