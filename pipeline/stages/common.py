@@ -192,7 +192,7 @@ def pipeline_execution(cfg: Config, orchestrator: str) -> Iterator[tuple[str, di
     run_id = start_pipeline_run(cfg.registry, "pipeline", {
         "git_commit": git_commit(cfg.root), "profile": cfg.profile, "params_hash": cfg.params_hash,
         "orchestrator": orchestrator}, {"profile": cfg.profile, "params_hash": cfg.params_hash})
-    tags: dict[str, str] = {}
+    tags: dict[str, str] = {"data_tag": dataset_tag(cfg)}
     try:
         yield run_id, tags
     except BaseException:
