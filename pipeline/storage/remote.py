@@ -71,8 +71,9 @@ def configure_remote(root: Path, remote: RemoteConfig) -> RemoteConfig:
     config = DvcConfig(dvc_dir=root / ".dvc")
     try:
         # Local first: a partial local section left over the shared one it no longer matches is invalid.
-        with config.edit("local") as local:
-            _forget(local, remote.name)
+        if (root / ".dvc" / DvcConfig.CONFIG_LOCAL).is_file():
+            with config.edit("local") as local:
+                _forget(local, remote.name)
         with config.edit("repo") as shared:
             _forget(shared, remote.name)
             if remote.url:
