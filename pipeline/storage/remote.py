@@ -134,6 +134,9 @@ def run_dvc(root: Path, remote: RemoteConfig, command: str, arguments: list[str]
         lines = (error.group(1) if error else output.strip() or "no output").splitlines()
         reason = "\n".join(lines[:MAX_ERROR_LINES] + ([f"... ({len(lines) - MAX_ERROR_LINES} more lines)"]
                                                       if len(lines) > MAX_ERROR_LINES else []))
+        if "Unable to locate credentials" in reason or "InvalidAccessKeyId" in reason or "SignatureDoesNotMatch" in reason:
+            again = ("Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or ~/.aws/credentials) for it "
+                     "in the environment, then run it again.")
         raise RemoteError(f"dvc {command} with remote {describe(remote)} failed (exit {process.returncode}): "
                           f"{reason}\n{again}")
     return output
