@@ -31,7 +31,7 @@ OCCLUDER_TYPES = ("face_mask", "sunglasses", "hand", "hat", "cup", "strokes", "b
 SEGMENTER_LOSS_TERMS = ("bce", "dice")
 INPAINTER_LOSS_TERMS = ("l1", "hole_l1", "valid_l1", "tv", "perceptual", "style", "adversarial")
 EVALUATION_METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
-TOP_LEVEL_KEYS = ("profile", "profiles", "seed", "data", "validation", "segmenter", "inpainter", "finetune",
+TOP_LEVEL_KEYS = ("profile", "profiles", "seed", "data", "validation", "drift", "segmenter", "inpainter", "finetune",
                   "evaluation", "registry", "promotion", "hpo", "remote")
 # The DVC remote's settings a machine may set over params.yaml's `remote:` (the team stack's MinIO
 # does); its credentials come only from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE or
@@ -84,6 +84,21 @@ class DataConfig:
 @dataclass(frozen=True)
 class ValidationConfig:
     max_failing_examples: int = 5
+
+
+DRIFT_ACTIONS = ("warn", "fail")
+PREVIOUS_DATASET = "previous"   # drift.reference: the data/dataset version git HEAD's dvc.lock records
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """The drift stage: KS tests of the dataset against a reference version (pipeline/data/drift.py)."""
+
+    reference: str = ""                # a dataset folder holding manifest.csv (relative to params.yaml), `previous`, or empty: no check
+    on_drift: str = "warn"             # warn: a WARNING and exit 0; fail: the stage exits non-zero, nothing downstream runs
+    p_value: float | None = 0.01       # a feature drifts below it, Bonferroni-corrected within its group; None: D alone decides
+    statistic: float | None = None     # when set, its KS statistic D must also reach this
+    sample: int = 500                  # images per side at most, drawn with the seed
 
 
 @dataclass(frozen=True)
@@ -257,6 +272,7 @@ class Config:
     hpo: HpoConfig = HpoConfig()
     tuned_loss_weights: dict[str, float] = field(default_factory=dict)   # from params.tuned.yaml, applied to the inpainter
     remote: RemoteConfig = RemoteConfig()
+    drift: DriftConfig = DriftConfig()
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -408,6 +424,21 @@ def _check(cfg: Config, source: Path) -> None:
     _require(promotion.min_improvement >= 0, source,
              f"promotion.min_improvement must be >= 0, got {promotion.min_improvement}")
     _check_hpo(cfg.hpo, source)
+    _check_drift(cfg.drift, source)
+
+
+def _check_drift(drift: DriftConfig, source: Path) -> None:
+    _require(isinstance(drift.reference, str), source,
+             f"drift.reference must be a dataset folder, '{PREVIOUS_DATASET}' or empty, got {drift.reference!r}")
+    _require(drift.on_drift in DRIFT_ACTIONS, source, f"drift.on_drift must be one of {list(DRIFT_ACTIONS)}, got {drift.on_drift!r}")
+    _require(drift.p_value is None or (isinstance(drift.p_value, (int, float)) and 0 < drift.p_value < 1), source,
+             f"drift.p_value must be in (0, 1) or null, got {drift.p_value!r}")
+    _require(drift.statistic is None or (isinstance(drift.statistic, (int, float)) and 0 < drift.statistic <= 1), source,
+             f"drift.statistic must be in (0, 1] or null, got {drift.statistic!r}")
+    _require(drift.p_value is not None or drift.statistic is not None, source,
+             "drift.p_value and drift.statistic are both null; set at least one threshold")
+    _require(isinstance(drift.sample, int) and not isinstance(drift.sample, bool) and drift.sample >= 2, source,
+             f"drift.sample must be an integer >= 2 (images per side), got {drift.sample!r}")
 
 
 def _check_hpo(hpo: HpoConfig, source: Path) -> None:
@@ -611,6 +642,7 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
         hpo=hpo,
         tuned_loss_weights=tuned,
         remote=_remote(effective.get("remote"), env, source),
+        drift=_build(DriftConfig, _drift_values(effective.get("drift") or {}), "drift", source),
         raw=raw,
     )
     _check(cfg, source)
@@ -620,6 +652,13 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
 def _data_values(raw: dict[str, Any], source: Path) -> dict[str, Any]:
     values = dict(raw)
     values["ingest"] = _build(IngestParams, values.get("ingest") or {}, "data.ingest", source)
+    return values
+
+
+def _drift_values(raw: dict[str, Any]) -> dict[str, Any]:
+    values = dict(raw)
+    if values.get("reference") is None:
+        values["reference"] = ""
     return values
 
 

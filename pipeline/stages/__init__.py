@@ -4,8 +4,8 @@ STAGES is the one list of them, in pipeline order: the CLI's stage commands, the
 the check of dvc.yaml (`deocclude dvc-sync`) all read it.
 """
 
-STAGES: tuple[str, ...] = ("resolve_params", "generate", "validate", "train_segmenter", "hpo", "train_inpainter", "finetune",
-                           "evaluate", "register")
+STAGES: tuple[str, ...] = ("resolve_params", "generate", "validate", "drift", "train_segmenter", "hpo", "train_inpainter",
+                           "finetune", "evaluate", "register")
 
 
 def command_name(stage: str) -> str:

@@ -42,6 +42,10 @@ class Paths:
         return self.root / "reports" / "validation"
 
     @property
+    def drift(self) -> Path:
+        return self.root / "reports" / "drift"
+
+    @property
     def models(self) -> Path:
         return self.root / "models"
 
