@@ -114,6 +114,6 @@ def run(cfg: Config) -> dict:
         if drift.on_drift == "fail":
             raise DriftDetected(f"{message} (drift.on_drift is fail)")
         logger.warning("%s (drift.on_drift is warn: going on)", message)
-    else:
+    elif reference is not None:
         logger.info("drift: %s", report["summary"])
     return report
