@@ -29,7 +29,7 @@ from pipeline.stages import STAGES
 
 # Generous ceilings that catch a hung stage, not a slow one; a profile that trains for days raises
 # them through the flow's `stage_timeout_minutes` parameter (prefect.yaml sets it per deployment).
-DEFAULT_STAGE_TIMEOUT_MINUTES = {"resolve_params": 10, "generate": 240, "validate": 120, "train_segmenter": 1440,
+DEFAULT_STAGE_TIMEOUT_MINUTES = {"resolve_params": 10, "generate": 240, "validate": 120, "drift": 60, "train_segmenter": 1440,
                                  "train_inpainter": 1440, "finetune": 720, "evaluate": 240, "register": 60,
                                  "hpo": 2880}
 TRANSIENT_RETRIES = 3

@@ -94,7 +94,7 @@ PREVIOUS_DATASET = "previous"   # drift.reference: the data/dataset version git 
 class DriftConfig:
     """The drift stage: KS tests of the dataset against a reference version (pipeline/data/drift.py)."""
 
-    reference: str = ""                # a dataset folder holding manifest.csv (relative to params.yaml), `previous`, or empty: no check
+    reference: str = ""                # dataset folder with manifest.csv (relative to params.yaml) | previous | empty: none
     on_drift: str = "warn"             # warn: a WARNING and exit 0; fail: the stage exits non-zero, nothing downstream runs
     p_value: float | None = 0.01       # a feature drifts below it, Bonferroni-corrected within its group; None: D alone decides
     statistic: float | None = None     # when set, its KS statistic D must also reach this
@@ -430,7 +430,8 @@ def _check(cfg: Config, source: Path) -> None:
 def _check_drift(drift: DriftConfig, source: Path) -> None:
     _require(isinstance(drift.reference, str), source,
              f"drift.reference must be a dataset folder, '{PREVIOUS_DATASET}' or empty, got {drift.reference!r}")
-    _require(drift.on_drift in DRIFT_ACTIONS, source, f"drift.on_drift must be one of {list(DRIFT_ACTIONS)}, got {drift.on_drift!r}")
+    _require(drift.on_drift in DRIFT_ACTIONS, source,
+             f"drift.on_drift must be one of {list(DRIFT_ACTIONS)}, got {drift.on_drift!r}")
     _require(drift.p_value is None or (isinstance(drift.p_value, (int, float)) and 0 < drift.p_value < 1), source,
              f"drift.p_value must be in (0, 1) or null, got {drift.p_value!r}")
     _require(drift.statistic is None or (isinstance(drift.statistic, (int, float)) and 0 < drift.statistic <= 1), source,

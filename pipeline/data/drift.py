@@ -275,6 +275,7 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
             "<table><tr><th>feature</th><th>KS D</th><th>p-value</th><th>reference mean</th><th>current mean</th>"
             f"<th>verdict</th></tr>{rows}</table>")
     thresholds = report["thresholds"]
+    also_d = "" if thresholds["statistic"] is None else f" and D &ge; {cell(thresholds['statistic'])}"
     verdict = {"drift": "DRIFT", "no drift": "no drift"}.get(report["verdict"], report["verdict"])
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Dataset drift: {html.escape(verdict)}</title>
@@ -285,7 +286,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}tr.drift{{backgrou
 <p>{html.escape(report['summary'])}</p>
 <table>{dataset_row('reference', report['reference'])}{dataset_row('current', report['current'])}</table>
 <p>Two-sample Kolmogorov-Smirnov tests per image feature ({html.escape(report['feature_set'])}).
-A feature drifts when p &lt; {cell(thresholds['p_value'])} / (tests in its group){'' if thresholds['statistic'] is None else f" and D &ge; {cell(thresholds['statistic'])}"};
+A feature drifts when p &lt; {cell(thresholds['p_value'])} / (tests in its group){also_d};
 on drift the stage is set to <b>{html.escape(report['on_drift'])}</b>.</p>
 {''.join(sections)}
 </body></html>
