@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.data.dataset import SPLITS, read_manifest, sha256_file
+from pipeline.data.dataset import SPLITS, read_manifest
+from pipeline.data.facts import file_hashes, read_facts, sample_facts
 from pipeline.errors import DeoccludeError
 
 SUITE_PREFIX = "deocclude_"
@@ -31,8 +32,6 @@ KINDS = ("synthetic", "faces", "labelled", "masks")
 SOURCES_FILE = "sources.csv"        # written by pipeline.ingest next to the manifest
 INGEST_RECORD = "ingest.json"
 DOCS_SITE = "deocclude"
-LABEL_VALUES = (0, 1, 2)            # background, face, occluder
-OCCLUDER_LABEL = 2
 EXIF_ORIENTATION = 0x0112
 INGESTED_OCCLUDER_TYPES = ("labelled", "mask_set")   # what only the labelled and masks kinds write
 
@@ -79,38 +78,19 @@ def _inspect_image(path: Path, keep_pixels: bool) -> dict[str, Any]:
     return facts
 
 
-def _image_facts(root: Path, row: dict[str, str]) -> dict[str, Any]:
+def _image_facts(root: Path, row: dict[str, str], recorded: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the files of one manifest row hold: decodable, mode, size, alpha, EXIF orientation,
-    mask binary and aligned, label values allowed and agreeing with the mask."""
+    mask binary and aligned, label values allowed and agreeing with the mask. Facts recorded when
+    the files were written (facts.jsonl) stand for files whose sha256 still matches; any other
+    file is decoded and measured here."""
+    hashes = file_hashes(root, row)
+    if recorded is not None and recorded.get("files") == hashes and all(hashes.values()):
+        return {**recorded["facts"], "sha256_matches_file": hashes["image_path"] == row["sha256"]}
     image = _inspect_image(root / row["image_path"], keep_pixels=False)
     clean = _inspect_image(root / row["clean_path"], keep_pixels=False)
     mask = _inspect_image(root / row["mask_path"], keep_pixels=True)
     labels = _inspect_image(root / row["label_path"], keep_pixels=True)
-    size = (image["width"], image["height"])
-    mask_array, label_array = mask["array"], labels["array"]
-    binary = mask_array is not None and mask_array.ndim == 2 and bool(np.isin(mask_array, (0, 255)).all())
-    measured_ratio = float((mask_array > 127).mean()) if binary else -1.0
-    labels_allowed = (label_array is not None and label_array.ndim == 2
-                      and bool(np.isin(label_array, LABEL_VALUES).all()))
-    labels_aligned = labels["readable"] and (labels["width"], labels["height"]) == size
-    image_file = root / row["image_path"]
-    return {
-        "image_readable": image["readable"], "image_mode": image["mode"] or "unreadable",
-        "image_width": image["width"], "image_height": image["height"], "image_upright": image["upright"],
-        "clean_readable": clean["readable"], "clean_mode": clean["mode"] or "unreadable",
-        "clean_matches_size": (clean["width"], clean["height"]) == size,
-        "clean_is_image": row["clean_path"] == row["image_path"],
-        "mask_readable": mask["readable"],
-        "mask_binary": binary,
-        "mask_matches_size": (mask["width"], mask["height"]) == size,
-        "mask_ratio_matches_file": binary and abs(measured_ratio - float(row["mask_ratio"])) < 1e-4,
-        "label_readable": labels["readable"],
-        "label_values_allowed": labels_allowed,
-        "label_matches_size": labels_aligned,
-        "mask_matches_labels": bool(binary and labels_allowed and labels_aligned
-                                    and ((mask_array > 127) == (label_array == OCCLUDER_LABEL)).all()),
-        "sha256_matches_file": image_file.is_file() and sha256_file(image_file) == row["sha256"],
-    }
+    return sample_facts(row, image, clean, mask, labels, hashes["image_path"])
 
 
 def read_sources(root: Path) -> pd.DataFrame | None:
@@ -125,8 +105,9 @@ def read_sources(root: Path) -> pd.DataFrame | None:
 def measure_files(root: Path, rows: list[dict[str, str]], sources: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per manifest row with the facts read from its files (and, for an ingested dataset,
     its sources.csv row as `source_*` columns), ready for the suite."""
+    recorded = read_facts(root)
     measured = [{**row, "width": int(row["width"]), "height": int(row["height"]), "mask_ratio": float(row["mask_ratio"]),
-                 **_image_facts(root, row)} for row in rows]
+                 **_image_facts(root, row, recorded.get(row["id"]))} for row in rows]
     frame = pd.DataFrame(measured)
     if sources is None:
         return frame

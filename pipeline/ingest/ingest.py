@@ -33,6 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.data.dataset import SPLITS, write_manifest
+from pipeline.data.facts import record_facts, write_facts
 from pipeline.data.synthetic import (
     BACKGROUND,
     FACE,
@@ -387,8 +388,9 @@ def _write(source: Path, kind: str, name: str, staging: Path, settings: IngestSe
         raise IngestError("--faces: no clean faces found")
 
     splits = _splits_for(items, hashes, settings, faces=kind != "masks")
-    rows = _samples(kind, staging, settings, records, splits, clean_faces, cutouts, progress)
+    rows, facts = _samples(kind, staging, settings, records, splits, clean_faces, cutouts, progress)
     write_manifest(staging, rows)
+    write_facts(staging, facts)
     with open(staging / SOURCES_FILE, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "split", "source_path", "exif_rotated", "landmarks", "phash"])
         writer.writeheader()
@@ -403,14 +405,16 @@ def _write(source: Path, kind: str, name: str, staging: Path, settings: IngestSe
 
 
 def _samples(kind: str, staging: Path, settings: IngestSettings, records: list[dict[str, object]], splits: list[str],
-             clean_faces: list[np.ndarray], cutouts: list[np.ndarray], progress: bool) -> list[dict[str, object]]:
-    """Pass 2: each staged file becomes a manifest sample (image, clean, mask, labels)."""
+             clean_faces: list[np.ndarray], cutouts: list[np.ndarray], progress: bool
+             ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Pass 2: each staged file becomes a manifest sample (image, clean, mask, labels), with the
+    facts validation reads (pipeline.data.facts)."""
     from pipeline.data.dataset import sha256_file
 
     size = settings.resolution
     targets = stratified_mask_ratios(splits, *settings.mask_ratio_range, settings.seed)
     order = np.random.default_rng([settings.seed, 13]).permutation(max(len(clean_faces), 1))
-    rows = []
+    rows, facts = [], []
     for index, (record, split) in enumerate(_progress(list(zip(records, splits)), len(records), "writing", progress)):
         sample_id = str(record["id"])
         paths = {key: f"{folder}/{sample_id}.png" for key, folder in
@@ -419,6 +423,7 @@ def _samples(kind: str, staging: Path, settings: IngestSettings, records: list[d
             labels = np.asarray(Image.open(staging / paths["label_path"]))
             mask = labels == OCCLUDER
             paths["clean_path"] = paths["image_path"]   # no clean face in a labelled set
+            occluded = clean = np.asarray(Image.open(staging / paths["image_path"]).convert("RGB"))
             occluder_type = "labelled"
         elif kind == "faces":
             clean = np.asarray(Image.open(staging / paths["clean_path"]).convert("RGB"))
@@ -435,8 +440,9 @@ def _samples(kind: str, staging: Path, settings: IngestSettings, records: list[d
         else:
             mask = np.asarray(Image.open(staging / paths["mask_path"])) > 127
             clean = clean_faces[int(order[index % len(order)])]
+            occluded = np.where(mask[..., None], 255, clean).astype(np.uint8)
             _save(staging / paths["clean_path"], clean)
-            _save(staging / paths["image_path"], np.where(mask[..., None], 255, clean).astype(np.uint8))
+            _save(staging / paths["image_path"], occluded)
             labels = np.where(mask, OCCLUDER, np.where(face_region(default_layout(size), size), FACE, BACKGROUND))
             _save(staging / paths["label_path"], labels.astype(np.uint8))
             occluder_type = "mask_set"
@@ -445,4 +451,7 @@ def _samples(kind: str, staging: Path, settings: IngestSettings, records: list[d
         rows.append({"id": sample_id, **paths, "split": split, "width": size, "height": size,
                      "mask_ratio": round(float(mask.mean()), 6), "occluder_type": occluder_type,
                      "sha256": sha256_file(staging / paths["image_path"])})
-    return rows
+        facts.append(record_facts(staging, rows[-1], {"image_path": occluded, "clean_path": clean,
+                                                      "mask_path": (mask * 255).astype(np.uint8),
+                                                      "label_path": np.asarray(labels, dtype=np.uint8)}))
+    return rows, facts

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.data.dataset import write_manifest, write_sample
+from pipeline.data.facts import record_facts, write_facts
 from pipeline.data.synthetic import assign_splits, render_sample, stratified_mask_ratios
 from pipeline.stages.common import Paths
 
@@ -31,11 +32,14 @@ def run(cfg: Config) -> Path:
     data = cfg.data
     splits = assign_splits(data.count, data.splits, cfg.seed)
     targets = stratified_mask_ratios(splits, data.mask_ratio_min, data.mask_ratio_max, cfg.seed)
-    rows = []
+    rows, facts = [], []
     for index, (stratum_low, stratum_high, ratio_target) in enumerate(targets):
         sample = render_sample(cfg.seed, index, data.resolution, data.occluders, (stratum_low, stratum_high), ratio_target)
         rows.append(write_sample(partial, f"{index:06d}", sample, splits[index]))
+        facts.append(record_facts(partial, rows[-1], {"image_path": sample.occluded_image, "clean_path": sample.clean_image,
+                                                      "mask_path": sample.occluder_mask, "label_path": sample.label_map}))
     write_manifest(partial, rows)
+    write_facts(partial, facts)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
     logger.info("wrote %d samples (%d px) to %s", data.count, data.resolution, target)
