@@ -24,7 +24,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.changes import registered_elsewhere
 from flows.notify import notify
-from flows.summary import publish_summary
+from flows.summary import drift_verdict, publish_summary
 from pipeline.stages import STAGES
 
 # Generous ceilings that catch a hung stage, not a slow one; a profile that trains for days raises
@@ -180,6 +180,7 @@ def run_pipeline(root: Path, stage_timeout_minutes: dict[str, float] | None = No
         "register_run_id": registration["run_id"],
         "gate_reason": (registration.get("gate") or {}).get("reason", ""),
         "gate_report": (registration.get("gate") or {}).get("report", ""),
+        "drift": drift_verdict(root),
     }
 
 

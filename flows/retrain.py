@@ -43,4 +43,6 @@ def deocclude_retrain(project_dir: str = ".", profile: str | None = None, overri
     logger.info("retraining: %s", changes.summary() if changes.any else "forced, nothing changed")
     summary = deocclude_pipeline(project_dir=str(root), stage_timeout_minutes=stage_timeout_minutes,
                                  notify_block=notify_block)
+    if summary.get("drift"):
+        logger.info("data drift: %s", summary["drift"])
     return {"retrained": True, "reason": changes.summary(), "params_set": edited, **summary}

@@ -38,6 +38,14 @@ def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
 
 
+def drift_verdict(root: Path) -> str | None:
+    """The drift stage's one-line summary, when it ran."""
+    from pipeline.stages.common import Paths
+
+    report = Paths(root).drift / "drift.json"
+    return json.loads(report.read_text()).get("summary") if report.is_file() else None
+
+
 def summary_markdown(summary: dict[str, Any], metrics: dict[str, Any], links: dict[str, str]) -> str:
     decision = (f"**{summary['alias']}**: version {summary['version']} of `deocclusion`. "
                 f"{summary.get('gate_reason') or ''}".strip())
@@ -49,6 +57,8 @@ def summary_markdown(summary: dict[str, Any], metrics: dict[str, Any], links: di
     for key, label in METHOD_ROWS:
         if key in metrics:
             lines.append(f"| {label} | " + " | ".join(_number(metrics[key].get(m)) for m in METRIC_COLUMNS) + " |")
+    if summary.get("drift"):
+        lines += [f"Data drift: {summary['drift']}.", ""]
     segmentation = metrics.get("segmentation") or {}
     if segmentation:
         lines += ["", f"Segmentation: occluder IoU {_number(segmentation.get('iou_occluder'))}, "

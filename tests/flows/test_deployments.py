@@ -114,6 +114,7 @@ def test_the_served_deployment_retrains_when_params_change_and_ends_fast_when_no
             assert "Promotion decision: **champion**: version 1" in markdown
             assert "| ours: predicted mask |" in markdown and "| Telea: predicted mask |" in markdown
             assert "/#/experiments/" in markdown and "](file://" in markdown and "![" not in markdown
+            assert "Data drift: " in markdown   # the drift stage's verdict (here: no reference version yet)
             assert [event["event"] for event in WebhookInbox.received] == ["promoted"]
             assert WebhookInbox.received[0]["version"] == "1"
 
