@@ -1,6 +1,7 @@
 """The whole pipeline on a tiny config: Prefect flow over DVC stages into a real MLflow registry."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -45,7 +46,7 @@ def test_flow_registers_a_champion_that_beats_the_occluded_input(project):
     data_md5 = next(o["md5"] for o in lock["stages"]["generate"]["outs"] if o["path"] == "data/dataset")
     for name in ("deocclusion", "occluder-segmenter", "face-inpainter"):
         version = client.get_model_version(name, "1")
-        assert version.tags["data_version"] == data_md5
+        assert version.tags["data_version"] == data_md5 and version.tags["data_tag"] == "synthetic-60x32px-seed42"
         assert len(version.tags["git_commit"]) >= 40 and len(version.tags["params_hash"]) == 64
     assert float(champion.tags["metric.end_to_end.psnr_masked"]) == pytest.approx(metrics["end_to_end"]["psnr_masked"])
 
@@ -84,13 +85,14 @@ def test_one_execution_is_one_parent_run_with_the_stage_runs_and_the_dataset(pro
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     parent = next(run for run in runs if run.info.run_name == "pipeline")
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert {run.info.run_name for run in children} == {"train_segmenter", "train_inpainter", "finetune", "evaluate",
-                                                       "register"}
+    assert {run.info.run_name for run in children} == {"drift", "train_segmenter", "train_inpainter", "finetune",
+                                                       "evaluate", "register"}
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     data_md5 = next(o["md5"] for o in lock["stages"]["generate"]["outs"] if o["path"] == "data/dataset")
     datasets = parent.inputs.dataset_inputs
     assert [d.dataset.digest for d in datasets] == [data_md5]
     assert parent.data.tags["data_version"] == data_md5 and parent.info.status == "FINISHED"
+    assert {run.data.tags.get("data_tag") for run in [parent, *children]} == {"synthetic-60x32px-seed42"}
     assert parent.data.metrics["end_to_end.psnr_masked"] == pytest.approx(
         json.loads((root / "reports/eval/metrics.json").read_text())["end_to_end"]["psnr_masked"])
     training = next(run for run in children if run.info.run_name == "train_segmenter")
@@ -245,8 +247,10 @@ def test_readme_commands_run_as_written_without_the_venv_on_path(project, tmp_pa
     root = tmp_path / "clone"
     shutil.copytree(project[0], root, symlinks=True)
     (root / ".venv").symlink_to(REPO / ".venv")
+    installed = (REPO / ".venv" / ".installed").stat().st_mtime
     for name in ("Makefile", "pyproject.toml"):
-        shutil.copy2(REPO / name, root / name)  # older than .venv/.installed: make installs nothing
+        shutil.copy2(REPO / name, root / name)
+        os.utime(root / name, (installed - 60, installed - 60))  # older than the stamp: make installs nothing here
     (root / ".gitignore").write_text((root / ".gitignore").read_text() + "\n/.venv\n")
     commit_results(root)
     shell = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", "PREFECT_HOME": str(root / ".prefect")}
