@@ -62,13 +62,26 @@ def file_hashes(root: Path, row: dict[str, Any]) -> dict[str, str | None]:
     return {key: sha256_file(root / row[key]) if (root / row[key]).is_file() else None for key in FILE_KEYS}
 
 
+def file_stats(root: Path, row: dict[str, Any]) -> dict[str, list[int] | None]:
+    """Size and modification time of each file: as git and DVC do, an unchanged stat stands for
+    unchanged content; a changed one (a checkout, an edit) sends validation to the hashes."""
+    stats: dict[str, list[int] | None] = {}
+    for key in FILE_KEYS:
+        try:
+            status = (root / row[key]).stat()
+            stats[key] = [status.st_size, status.st_mtime_ns]
+        except OSError:
+            stats[key] = None
+    return stats
+
+
 def record_facts(root: Path, row: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """The facts of a row just written from `arrays` (keyed like FILE_KEYS), with its files' hashes."""
     hashes = file_hashes(root, row)
     inspected = {key: inspected_array(arrays[key]) for key in FILE_KEYS}
     facts = sample_facts(row, inspected["image_path"], inspected["clean_path"], inspected["mask_path"],
                          inspected["label_path"], hashes["image_path"])
-    return {"id": row["id"], "files": hashes, "facts": facts}
+    return {"id": row["id"], "files": hashes, "stats": file_stats(root, row), "facts": facts}
 
 
 def write_facts(root: Path, records: list[dict[str, Any]]) -> Path:

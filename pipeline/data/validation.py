@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.data.dataset import SPLITS, read_manifest
-from pipeline.data.facts import file_hashes, read_facts, sample_facts
+from pipeline.data.facts import file_hashes, file_stats, read_facts, sample_facts
 from pipeline.errors import DeoccludeError
 
 SUITE_PREFIX = "deocclude_"
@@ -81,8 +83,10 @@ def _inspect_image(path: Path, keep_pixels: bool) -> dict[str, Any]:
 def _image_facts(root: Path, row: dict[str, str], recorded: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the files of one manifest row hold: decodable, mode, size, alpha, EXIF orientation,
     mask binary and aligned, label values allowed and agreeing with the mask. Facts recorded when
-    the files were written (facts.jsonl) stand for files whose sha256 still matches; any other
-    file is decoded and measured here."""
+    the files were written (facts.jsonl) stand for files whose size and mtime, or else sha256,
+    still match; any other file is decoded and measured here."""
+    if recorded is not None and recorded.get("stats") == file_stats(root, row) and all(recorded["stats"].values()):
+        return {**recorded["facts"], "sha256_matches_file": recorded["files"]["image_path"] == row["sha256"]}
     hashes = file_hashes(root, row)
     if recorded is not None and recorded.get("files") == hashes and all(hashes.values()):
         return {**recorded["facts"], "sha256_matches_file": hashes["image_path"] == row["sha256"]}
@@ -106,8 +110,11 @@ def measure_files(root: Path, rows: list[dict[str, str]], sources: pd.DataFrame 
     """One row per manifest row with the facts read from its files (and, for an ingested dataset,
     its sources.csv row as `source_*` columns), ready for the suite."""
     recorded = read_facts(root)
+    # Hashing and decoding release the GIL: threads keep every core reading.
+    with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1)) as pool:
+        facts = list(pool.map(lambda row: _image_facts(root, row, recorded.get(row["id"])), rows, chunksize=64))
     measured = [{**row, "width": int(row["width"]), "height": int(row["height"]), "mask_ratio": float(row["mask_ratio"]),
-                 **_image_facts(root, row, recorded.get(row["id"]))} for row in rows]
+                 **row_facts} for row, row_facts in zip(rows, facts)]
     frame = pd.DataFrame(measured)
     if sources is None:
         return frame
