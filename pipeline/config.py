@@ -279,7 +279,9 @@ class Config:
     def params_hash(self) -> str:
         """sha256 of the canonical JSON of params.yaml and of the tuned loss weights applied from
         params.tuned.yaml: the same params give the same hash."""
-        payload = {**self.raw, TUNED_PARAMS_FILE: self.tuned_loss_weights} if self.tuned_loss_weights else self.raw
+        # Where the data are shared (remote:) says nothing about what a model was trained on.
+        raw = {key: value for key, value in self.raw.items() if key != "remote"}
+        payload = {**raw, TUNED_PARAMS_FILE: self.tuned_loss_weights} if self.tuned_loss_weights else raw
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

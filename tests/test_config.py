@@ -24,6 +24,8 @@ def test_same_params_same_hash_and_a_change_changes_it(tmp_path):
     first = load_config(write_params(tmp_path, tiny_params()), env={}).params_hash
     assert load_config(tmp_path / "params.yaml", env={}).params_hash == first
     assert load_config(write_params(tmp_path, tiny_params({"finetune": {"epochs": 9}})), env={}).params_hash != first
+    moved = tiny_params({"remote": {"url": "s3://elsewhere/dvc"}})   # where data are shared: not what a model is
+    assert load_config(write_params(tmp_path, moved), env={}).params_hash == first
 
 
 def test_paper_profile_reproduces_paper_000_settings(tmp_path):
