@@ -49,6 +49,8 @@ TINY_ARCH_KWARGS: dict[str, dict[str, Any]] = {
     "patchgan": {"width": 8},
     "mmrm-unet": {"width": 4, "depth": 3},
     "sn-patchgan": {"width": 8},
+    "isnet": {"width": 4, "blocks": 1, "phases": 2},
+    "isnet-patchgan": {"width": 8},
 }
 
 

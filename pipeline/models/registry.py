@@ -37,7 +37,7 @@ def register_model(name: str, task: str) -> Callable[[Callable[..., nn.Module]],
 
 
 def _load_architectures() -> None:
-    from pipeline.models import ifacenet, mmrm_unet, sa_unet, soclnet, unet  # noqa: F401  (each registers its variants)
+    from pipeline.models import ifacenet, isnet, mmrm_unet, sa_unet, soclnet, unet  # noqa: F401  (each registers its variants)
 
 
 def list_models(task: str | None = None) -> list[ModelEntry]:

@@ -19,7 +19,7 @@ def test_every_model_gives_the_expected_shape(entry, size):
     net = create_model(entry.name, **tiny_arch_kwargs(entry.name)).eval()
     image, mask = torch.rand(2, 3, size, size), (torch.rand(2, 1, size, size) > 0.7).float()
     output = forward(entry, net, image, mask)
-    patches = {"patchgan": size // 8 - 2, "sn-patchgan": size // 16}.get(entry.name)
+    patches = {"patchgan": size // 8 - 2, "sn-patchgan": size // 16, "isnet-patchgan": size // 8}.get(entry.name)
     expected = {"segmenter": (2, getattr(net, "num_classes", 1), size, size), "inpainter": (2, 3, size, size),
                 "discriminator": (2, 1, patches, patches)}[entry.task]
     assert output.shape == expected
@@ -67,4 +67,5 @@ def test_models_cli_lists_every_architecture_with_its_parameter_count():
     result = subprocess.run([str(BIN / "deocclude"), "models"], capture_output=True, text=True, check=True)
     rows = {line.split()[0]: line.split()[2] for line in result.stdout.splitlines()[1:]}
     assert set(rows) == {entry.name for entry in list_models()}
+    assert {"isnet", "isnet-no-final-fusion", "isnet-no-sub-pixel", "isnet-patchgan"} <= set(rows)   # paper 004
     assert rows["sa-unet"] == f"{count_parameters(create_model('sa-unet')):,}"
