@@ -186,6 +186,11 @@ class EvaluationConfig:
     lpips_net: str = "alex"            # LPIPS backbone: alex | vgg | squeeze (ImageNet weights from the torch cache)
     latency_batch_sizes: tuple[int, ...] = (1, 32)
     latency_repeats: int = 5
+    # Paper 004's progressive reconstruction (Algorithm 1), scored and timed beside one-shot inpainting.
+    progressive: bool = False
+    progressive_kernel: int = 15           # the dilation's kernel, odd (the paper's 15 at 256 px)
+    progressive_min_hole_ratio: float = 0.2   # stop once the hole covers less of the image
+    progressive_max_steps: int = 10        # predictions per image at most
 
 
 @dataclass(frozen=True)
@@ -402,6 +407,13 @@ def _check(cfg: Config, source: Path) -> None:
     _require(bool(cfg.evaluation.latency_batch_sizes) and min(cfg.evaluation.latency_batch_sizes) >= 1
              and cfg.evaluation.latency_repeats >= 1, source,
              "evaluation.latency_batch_sizes must be sizes >= 1 and evaluation.latency_repeats >= 1")
+    evaluation = cfg.evaluation
+    _require(evaluation.progressive_kernel >= 3 and evaluation.progressive_kernel % 2 == 1, source,
+             f"evaluation.progressive_kernel must be odd and >= 3, got {evaluation.progressive_kernel}")
+    _require(0 <= evaluation.progressive_min_hole_ratio < 1, source,
+             f"evaluation.progressive_min_hole_ratio must be in [0, 1), got {evaluation.progressive_min_hole_ratio}")
+    _require(evaluation.progressive_max_steps >= 1, source,
+             f"evaluation.progressive_max_steps must be >= 1, got {evaluation.progressive_max_steps}")
     _require(cfg.evaluation.telea_radius >= 1, source, f"evaluation.telea_radius must be >= 1, got {cfg.evaluation.telea_radius}")
     _require(cfg.validation.max_failing_examples >= 1, source,
              f"validation.max_failing_examples must be >= 1, got {cfg.validation.max_failing_examples}")

@@ -108,6 +108,26 @@ def progressive_inpaint(inpainter: nn.Module, image: torch.Tensor, occluder_mask
 
 
 @torch.no_grad()
+def progressive_steps(occluder_mask: torch.Tensor, settings: ProgressiveReconstruction) -> torch.Tensor:
+    """(N, 1, H, W) -> the predictions `progressive_inpaint` makes per image (N,): the mask alone decides."""
+    hole, pad = occluder_mask.float(), settings.kernel // 2
+    steps = torch.zeros(len(hole), dtype=torch.long, device=hole.device)
+    active = torch.ones(len(hole), dtype=torch.bool, device=hole.device)
+    while active.any():
+        steps[active] += 1
+        hole = -F.max_pool2d(-hole, settings.kernel, stride=1, padding=pad)
+        active &= (hole.flatten(1).mean(dim=1) >= settings.min_hole_ratio) & (steps < settings.max_steps)
+    return steps
+
+
+def mask_at(occluder_mask: torch.Tensor, resolution: int | None) -> torch.Tensor:
+    """The mask an inpainter trained at `resolution` sees: any pixel touched by the occluder is hidden."""
+    if not resolution or tuple(occluder_mask.shape[-2:]) == (resolution, resolution):
+        return occluder_mask
+    return (resize(occluder_mask, (resolution, resolution)) > 0).float()
+
+
+@torch.no_grad()
 def inpaint(inpainter: nn.Module, occluded_image: torch.Tensor, occluder_mask: torch.Tensor,
             resolution: int | None = None, batch_size: int | None = None,
             progressive: ProgressiveReconstruction | None = None) -> torch.Tensor:
@@ -119,8 +139,7 @@ def inpaint(inpainter: nn.Module, occluded_image: torch.Tensor, occluder_mask: t
         images, masks = images.to(device), masks.to(device)
         if resolution and size != (resolution, resolution):
             small_image = resize(images, (resolution, resolution))
-            # Any pixel touched by the occluder counts as hidden at the model's resolution.
-            small_mask = (resize(masks, (resolution, resolution)) > 0).float()
+            small_mask = mask_at(masks, resolution)
             prediction = resize(_predict(inpainter, small_image, small_mask, progressive), size)
         else:
             prediction = _predict(inpainter, images, masks, progressive)

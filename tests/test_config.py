@@ -75,11 +75,31 @@ def test_mmrm_profile_uses_paper_002_settings(tmp_path):
     assert inp.perceptual_weights == "none" and cfg.data.resolution == 128
 
 
+def test_isnet_profile_uses_paper_004_settings(tmp_path):
+    from tests.conftest import REPO
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "paper-isnet"
+    cfg = load_config(write_params(tmp_path, params), env={})
+    inp, seg, evaluation = cfg.inpainter, cfg.segmenter, cfg.evaluation
+    assert (inp.arch, inp.arch_kwargs, inp.resolution, inp.batch_size, inp.optimizer.name, inp.optimizer.lr) == \
+        ("isnet", {"width": 32, "blocks": 4}, 256, 8, "adam", 0.0001)
+    assert (inp.adversarial_loss, inp.discriminator.arch, inp.discriminator.arch_kwargs, inp.discriminator.lr_scale) == \
+        ("hinge", "isnet-patchgan", {"width": 64}, 0.1)
+    # L1 + 3 (-L_D) + L_perc + 3 L_style, the paper's sums over three layers as perceptual.py's means
+    assert inp.loss_weights == {"l1": 1.0, "adversarial": 3.0, "perceptual": 3.0, "style": 9.0}
+    assert inp.perceptual_layers == ("pool1", "pool2", "pool3") and inp.perceptual_weights == "imagenet"
+    assert cfg.data.resolution == 256 and (seg.arch, seg.resolution) == ("soclnet", 640)
+    assert (evaluation.progressive, evaluation.progressive_kernel, evaluation.progressive_min_hole_ratio,
+            evaluation.progressive_max_steps) == (True, 15, 0.2, 10)
+
+
 @pytest.mark.parametrize("override, message", [
     ({"segmenter": {"optimizer": {"lr": -1}}}, "segmenter.optimizer.lr must be > 0, got -1"),
     ({"segmenter": {"optimizer": {"name": "rmsprop"}}}, "segmenter.optimizer.name must be adam or sgd"),
     ({"inpainter": {"perceptual_fallback": "lpips"}}, "inpainter.perceptual_fallback must be random or none"),
-    ({"profile": "fast"}, "profile 'fast' is not defined under 'profiles' (defined: quick, paper, paper-sa-unet, paper-mmrm)"),
+    ({"profile": "fast"}, "profile 'fast' is not defined under 'profiles' (defined: quick, paper, paper-sa-unet, paper-mmrm, paper-isnet)"),
     ({"segmenter": {"opening_kernel": 6}}, "segmenter.opening_kernel must be 0 or an odd number > 1, got 6"),
     ({"inpainter": {"loss_weights": {"l1": 1.0, "lpips": 2.0}}}, "inpainter.loss_weights: unknown term(s) ['lpips']"),
     ({"registry": {"promote_metric": "end_to_end.fid"}}, "registry.promote_metric must be <group>.<metric>"),
@@ -89,6 +109,8 @@ def test_mmrm_profile_uses_paper_002_settings(tmp_path):
     ({"data": {"occluders": {"scarf": 1}}}, "unknown type(s) ['scarf']"),
     ({"inpainter": {"epochz": 3}}, "unknown key(s) in 'inpainter': epochz"),
     ({"data": {"mask_ratio_min": 0.7}}, "mask_ratio_min/max"),
+    ({"evaluation": {"progressive_kernel": 4}}, "evaluation.progressive_kernel must be odd and >= 3, got 4"),
+    ({"evaluation": {"progressive_max_steps": 0}}, "evaluation.progressive_max_steps must be >= 1, got 0"),
 ])
 def test_bad_values_name_the_file_and_the_key(tmp_path, override, message):
     path = write_params(tmp_path, tiny_params(override))

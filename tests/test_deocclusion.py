@@ -44,7 +44,7 @@ class CountingInpainter(torch.nn.Module):
 
 
 def test_progressive_reconstruction_keeps_known_pixels_and_stops_within_its_limits():
-    from pipeline.deocclusion import ProgressiveReconstruction, progressive_inpaint
+    from pipeline.deocclusion import ProgressiveReconstruction, progressive_inpaint, progressive_steps
 
     image = torch.rand(3, 3, 64, 64)
     mask = torch.zeros(3, 1, 64, 64)
@@ -61,6 +61,8 @@ def test_progressive_reconstruction_keeps_known_pixels_and_stops_within_its_limi
     assert output[0, 0, 8, 8].item() == pytest.approx(0.1) and output[0, 0, 32, 32].item() > 0.1
     with pytest.raises(ValueError, match="dilation kernel must be odd"):
         ProgressiveReconstruction(kernel=4)
+    # The evaluation counts the predictions from the masks alone, without running the inpainter.
+    assert torch.equal(progressive_steps(mask, settings), steps)
 
 
 def test_inpaint_with_progressive_reconstruction_matches_one_shot_on_a_small_hole():

@@ -284,6 +284,40 @@ def _latency(metrics: Mapping[str, Any]) -> str:
               f'{_e("x".join(str(s) for s in record.get("image_size", [])))} px.</p>')
 
 
+PROGRESSIVE_PAIRS = (("gt_mask", "gt_mask_progressive"), ("end_to_end", "end_to_end_progressive"))
+PROGRESSIVE_METRICS = ("psnr_masked", "ssim_masked", "l1_masked")
+
+
+def _progressive(inputs: ReportInputs) -> str:
+    """Paper 004's progressive reconstruction beside one-shot inpainting: per bin, overall, a chart,
+    and the ms per image of each (from latency.json)."""
+    metrics = inputs.metrics
+    record = metrics.get("progressive")
+    if not record:
+        return ""
+    columns = [(method, name) for name in PROGRESSIVE_METRICS for pair in PROGRESSIVE_PAIRS for method in pair]
+    header = ["mask ratio", "samples", *[f"{method} {name}" for method, name in columns]]
+    rows = [[row.get("mask_ratio_bin"), row.get("samples"), *[_bin_value(row, m, n) for m, n in columns]]
+            for row in inputs.bins]
+    rows.append(["overall", metrics.get("test_samples"), *[_overall_value(metrics, m, n) for m, n in columns]])
+    labels = [str(row.get("mask_ratio_bin")) for row in inputs.bins]
+    chart = line_chart("psnr_masked by mask ratio: one-shot and progressive", labels,
+                       {method: [_bin_value(row, method, "psnr_masked") for row in inputs.bins]
+                        for pair in PROGRESSIVE_PAIRS for method in pair}, "higher is better")
+    settings = (f'<p class="note">Dilation kernel {_e(record.get("kernel"))}; predicting again while the hole covers '
+                f'at least {_e(record.get("min_hole_ratio"))} of the image, at most {_e(record.get("max_steps"))} '
+                f'predictions. gt_mask: ground-truth mask; end_to_end: the segmenter\'s.</p>')
+    latency = (metrics.get("latency") or {}).get("progressive")
+    timing = ""
+    if latency:
+        per_image, slowdown, steps = latency.get("ms_per_image", {}), latency.get("slowdown", {}), record.get("mean_steps", {})
+        timing = (table(["mask", "one-shot ms/image", "progressive ms/image", "slowdown", "mean predictions/image"],
+                        [[m, per_image.get(m), per_image.get(f"{m}_progressive"), slowdown.get(m), steps.get(m)]
+                         for m, _ in PROGRESSIVE_PAIRS])
+                  + f'<p class="note">{_e(latency.get("note", ""))}.</p>')
+    return settings + table(header, rows) + f'<div class="charts">{chart}</div>' + timing
+
+
 def _checks(metrics: Mapping[str, Any]) -> str:
     items = "".join(f'<li class="{"ok" if ok else "bad"}">{"✔" if ok else "✘"} {_e(name)}</li>'
                     for name, ok in (metrics.get("checks") or {}).items())
@@ -305,6 +339,7 @@ def render_report(inputs: ReportInputs, *, title: str = "De-occlusion evaluation
     sections.append(("Inpainting by mask ratio (paper 000, Table II): end to end", _table_ii(inputs, champion)))
     sections.append(("Per-bin charts", _bin_charts(inputs, champion)))
     sections.append(("Every method, overall", _methods_table(metrics, methods)))
+    sections.append(("Progressive reconstruction (paper 004): with and without", _progressive(inputs)))
     figures = {figure.title: figure for figure in inputs.figures}
     if "samples" in figures:
         sections.append(("Samples", _figure(figures.pop("samples"))))

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import torch
 
 from pipeline.deocclusion import Deoccluder, inpaint, network_device, predict_masks
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,15 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(run: Callable[[], T], device: torch.device) -> tuple[T, float]:
+    """run()'s result and its wall time in seconds, the device's queued work included."""
+    _synchronize(device)
+    start = time.perf_counter()
+    result = run()
+    _synchronize(device)
+    return result, time.perf_counter() - start
+
+
 @torch.no_grad()
 def measure_latency(deoccluder: Deoccluder, images: torch.Tensor, batch_size: int, repeats: int) -> Latency:
     """Median wall time of `repeats` batches of `batch_size` images (N, 3, H, W), after one warm-up."""
@@ -36,7 +49,7 @@ def measure_latency(deoccluder: Deoccluder, images: torch.Tensor, batch_size: in
         start = time.perf_counter()
         mask = predict_masks(deoccluder.segmenter, batch, deoccluder.threshold, deoccluder.segmenter_resolution,
                              deoccluder.opening_kernel)
-        inpaint(deoccluder.inpainter, batch, mask, deoccluder.inpainter_resolution)
+        inpaint(deoccluder.inpainter, batch, mask, deoccluder.inpainter_resolution, progressive=deoccluder.progressive)
         _synchronize(device)
         return time.perf_counter() - start
 

@@ -11,6 +11,7 @@ import logging
 import math
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from torch import nn
 from pipeline.config import Config
 from pipeline.data.dataset import SplitFiles, SplitTensors, image_to_tensor, load_split
 from pipeline.data.photographs import build_photograph_set
-from pipeline.deocclusion import Deoccluder, inpaint, predict_masks, resize
+from pipeline.deocclusion import (Deoccluder, ProgressiveReconstruction, inpaint, mask_at, predict_masks,
+                                  progressive_steps, resize)
 from pipeline.evaluation.bins import bin_index, bin_labels, mask_ratio_bins
 from pipeline.evaluation.gradcam import grad_cam, overlay
 from pipeline.evaluation.html_report import LATENCY_FILE, Champion, read_bins, render_report_from_dir
@@ -31,7 +33,7 @@ from pipeline.evaluation.metrics import (class_confusion, class_scores, inpainti
 from pipeline.evaluation.perceptual import FidScorer, LpipsScorer, Unavailable, load_fid, load_lpips
 from pipeline.evaluation.report import markdown_table, save_grid, write_csv
 from pipeline.evaluation.telea import navier_stokes_inpaint, telea_inpaint
-from pipeline.evaluation.timing import latency_record
+from pipeline.evaluation.timing import latency_record, timed
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.registry.mlflow_models import DEOCCLUSION_MODEL, champion_version, download_run_file, version_record
 from pipeline.registry.tracking import log_artifact, log_metrics
@@ -49,6 +51,11 @@ METHODS = {
     "navier_stokes": "OpenCV Navier-Stokes: predicted mask",
     "navier_stokes_gt_mask": "OpenCV Navier-Stokes: ground-truth mask",
     "occluded_input": "occluded input, unchanged",
+}
+# With evaluation.progressive: the fine-tuned inpainter again, through paper 004's Algorithm 1.
+PROGRESSIVE_METHODS = {
+    "end_to_end_progressive": "ours + progressive reconstruction (paper 004): predicted mask",
+    "gt_mask_progressive": "ours + progressive reconstruction (paper 004): ground-truth mask",
 }
 METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
 LPIPS_METRICS = ("lpips", "lpips_masked")
@@ -96,25 +103,46 @@ def cleanup_variants(configured: int, cleanup_kernel: int) -> dict[str, int]:
     return variants
 
 
-def _outputs(models: Models, part: SplitTensors, predicted_mask: torch.Tensor, telea_radius: int) -> dict[str, torch.Tensor]:
+def _outputs(models: Models, part: SplitTensors, predicted_mask: torch.Tensor, telea_radius: int,
+             progressive: ProgressiveReconstruction | None = None, seconds: dict[str, float] | None = None
+             ) -> dict[str, torch.Tensor]:
+    """Every method's output; with `progressive`, also the fine-tuned inpainter through Algorithm 1,
+    and the wall time of the inpainting calls it is compared with added to `seconds`."""
     resolution = models.inp.resolution
+    masks = {"end_to_end": predicted_mask, "gt_mask": part.occluder_mask}
+    ours: dict[str, torch.Tensor] = {}
+    device = next(models.finetuned.parameters()).device
+    for method, mask in masks.items():
+        one_shot = partial(inpaint, models.finetuned, part.occluded_image, mask, resolution)
+        ours[method], plain = timed(one_shot, device)
+        if progressive is not None and seconds is not None:
+            ours[f"{method}_progressive"], slow = timed(partial(one_shot, progressive=progressive), device)
+            seconds[method] = seconds.get(method, 0.0) + plain
+            seconds[f"{method}_progressive"] = seconds.get(f"{method}_progressive", 0.0) + slow
     return {
-        "end_to_end": inpaint(models.finetuned, part.occluded_image, predicted_mask, resolution),
+        "end_to_end": ours.pop("end_to_end"),
         "before_finetune": inpaint(models.base_inpainter, part.occluded_image, predicted_mask, resolution),
-        "gt_mask": inpaint(models.finetuned, part.occluded_image, part.occluder_mask, resolution),
+        "gt_mask": ours.pop("gt_mask"),
         "telea": telea_inpaint(part.occluded_image, predicted_mask, telea_radius),
         "telea_gt_mask": telea_inpaint(part.occluded_image, part.occluder_mask, telea_radius),
         "navier_stokes": navier_stokes_inpaint(part.occluded_image, predicted_mask, telea_radius),
         "navier_stokes_gt_mask": navier_stokes_inpaint(part.occluded_image, part.occluder_mask, telea_radius),
         "occluded_input": part.occluded_image,
+        **ours,
     }
 
 
 def _score(models: Models, split: SplitFiles | SplitTensors, batch_size: int, telea_radius: int,
-           shown: list[int], cleanup_kernel: int = 0, perceptual: Perceptual | None = None) -> dict[str, Any]:
+           shown: list[int], cleanup_kernel: int = 0, perceptual: Perceptual | None = None,
+           progressive: ProgressiveReconstruction | None = None) -> dict[str, Any]:
     """Per-image scores of every method on one split, segmentation with and without clean-up (pooled
-    class confusion for a three-class segmenter), FID sets, and the rows `shown` for a grid."""
-    scores: dict[str, dict[str, list[torch.Tensor]]] = {method: {} for method in METHODS}
+    class confusion for a three-class segmenter), FID sets, and the rows `shown` for a grid. With
+    `progressive`: the progressive methods too, Algorithm 1's predictions per image and the seconds
+    the one-shot and the progressive inpainting took."""
+    methods = {**METHODS, **(PROGRESSIVE_METHODS if progressive is not None else {})}
+    scores: dict[str, dict[str, list[torch.Tensor]]] = {method: {} for method in methods}
+    seconds: dict[str, float] = {}
+    steps: dict[str, list[torch.Tensor]] = {"end_to_end": [], "gt_mask": []}
     variants = cleanup_variants(models.seg.opening_kernel, cleanup_kernel) if cleanup_kernel else {}
     segmentation: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in ("configured", *variants)}
     confusion = {name: torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.float64) for name in segmentation}
@@ -131,7 +159,10 @@ def _score(models: Models, split: SplitFiles | SplitTensors, batch_size: int, te
                                         models.seg.resolution, kernel)
         predicted_mask = masks["configured"]
         face = _face_labels(models, part.occluded_image)
-        outputs = _outputs(models, part, predicted_mask, telea_radius)
+        outputs = _outputs(models, part, predicted_mask, telea_radius, progressive, seconds)
+        if progressive is not None:
+            for method, mask in (("end_to_end", predicted_mask), ("gt_mask", part.occluder_mask)):
+                steps[method].append(progressive_steps(mask_at(mask, models.inp.resolution), progressive))
         for method, output in outputs.items():
             values = inpainting_metrics(output, part.clean_image, part.occluder_mask)
             if lpips is not None:
@@ -156,7 +187,9 @@ def _score(models: Models, split: SplitFiles | SplitTensors, batch_size: int, te
             "segmentation": {variant: {k: torch.cat(v) for k, v in named.items()} for variant, named in segmentation.items()},
             "confusion": confusion if face is not None else None,
             "fid_sets": {m: torch.cat(v) for m, v in fid_sets.items()},
-            "grid": [torch.stack(column) for column in grid] if grid[0] else []}
+            "grid": [torch.stack(column) for column in grid] if grid[0] else [],
+            "progressive": None if progressive is None else {"seconds": seconds,
+                                                             "steps": {m: torch.cat(v) for m, v in steps.items()}}}
 
 
 def _mean(values: torch.Tensor) -> float:
@@ -284,6 +317,25 @@ def _fid(scorer: FidScorer, sets: dict[str, torch.Tensor], groups: list[torch.Te
     return overall, by_group
 
 
+def progressive_record(settings: ProgressiveReconstruction, steps: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Algorithm 1's settings and the predictions it made per image, for metrics.json."""
+    return {"kernel": settings.kernel, "min_hole_ratio": settings.min_hole_ratio, "max_steps": settings.max_steps,
+            "mean_steps": {m: round(float(v.float().mean()), 4) for m, v in steps.items()},
+            "most_steps": {m: int(v.max()) for m, v in steps.items()},
+            "methods": {f"{m}_progressive": m for m in steps}}
+
+
+def progressive_latency(seconds: dict[str, float], images: int, batch_size: int) -> dict[str, Any]:
+    """ms per image of the inpainter alone, one-shot and progressive, over the whole test split (the
+    paper's Table 3 measures prediction alone too), for latency.json."""
+    per_image = {method: round(1000 * total / images, 3) for method, total in seconds.items()}
+    return {"note": f"inpainter only, batches of {batch_size}, mean over the {images} test images; "
+                    "paper 004 (1080Ti, 256 px): 52.69 ms one-shot, 85.46 ms progressive",
+            "ms_per_image": per_image,
+            "slowdown": {method: round(per_image[f"{method}_progressive"] / per_image[method], 3)
+                         for method in ("end_to_end", "gt_mask") if per_image.get(method)}}
+
+
 def _by_occluder(per_image: dict[str, dict[str, torch.Tensor]], occluder_type: list[str]) -> dict[str, Any]:
     """Mean scores per occluder type, for the methods worth comparing."""
     types = np.array(occluder_type)
@@ -333,12 +385,20 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     batch_size, radius, edges = settings.batch_size, settings.telea_radius, settings.mask_ratio_bins
 
     shown = _spread(test.mask_ratio, settings.grid_samples)
-    scored = _score(models, test, batch_size, radius, shown, settings.cleanup_kernel, perceptual)
+    progressive = (ProgressiveReconstruction(settings.progressive_kernel, settings.progressive_min_hole_ratio,
+                                             settings.progressive_max_steps) if settings.progressive else None)
+    if progressive is not None:   # one untimed pass first: the timed ones then compare like with like
+        first = test.select(0, 1)
+        inpaint(models.finetuned, first.occluded_image, first.occluder_mask, inp.resolution)
+    scored = _score(models, test, batch_size, radius, shown, settings.cleanup_kernel, perceptual, progressive)
+    methods = {**METHODS, **(PROGRESSIVE_METHODS if progressive is not None else {})}
     metrics: dict[str, Any] = {
         # No params hash: it moves with every param, display ones included, and `register` reads this file.
         "about": {"profile": cfg.profile, "segmenter": seg.arch, "inpainter": inp.arch,
                   "resolution": cfg.data.resolution},
-        "methods": METHODS, "test_samples": len(test), **_summary(scored, len(test))}
+        "methods": methods, "test_samples": len(test), **_summary(scored, len(test))}
+    if progressive is not None:
+        metrics["progressive"] = progressive_record(progressive, scored["progressive"]["steps"])
     del metrics["samples"]
     fid_overall = fid_bins = None
     if isinstance(perceptual.fid, FidScorer):
@@ -364,6 +424,8 @@ def evaluate(cfg: Config) -> dict[str, Any]:
                             seg.opening_kernel)
     metrics["latency"] = latency_record(deoccluder, test.select(0, max(settings.latency_batch_sizes)).occluded_image,
                                         settings.latency_batch_sizes, settings.latency_repeats)
+    if progressive is not None:
+        metrics["latency"]["progressive"] = progressive_latency(scored["progressive"]["seconds"], len(test), batch_size)
     return {"metrics": metrics, "bins": bins, "per_image": per_image_rows(scored["per_image"], test, edges),
             "grid": scored["grid"], "photograph_grid": photo_scored["grid"],
             "gradcam": {"images": shown_images, "maps": cams, "samples": metrics["gradcam"]["samples"],
@@ -377,6 +439,37 @@ def _method_table(metrics: dict[str, Any], methods: dict[str, str]) -> str:
 
 def _cell(value: Any) -> Any:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+PROGRESSIVE_REPORT_METRICS = ("psnr_masked", "ssim_masked", "l1_masked")
+
+
+def progressive_section(metrics: dict[str, Any], bins: list[dict[str, Any]]) -> str:
+    """Markdown: one-shot against progressive reconstruction per bin, and their ms per image."""
+    record = metrics.get("progressive")
+    if not record:
+        return ""
+    columns = [(method, name) for name in PROGRESSIVE_REPORT_METRICS for method in ("gt_mask", "gt_mask_progressive",
+                                                                                     "end_to_end", "end_to_end_progressive")]
+    header = ["mask ratio", "samples", *[f"{method} {name}" for method, name in columns]]
+    rows = [[row["mask_ratio_bin"], row["samples"], *[_cell(row.get(f"{m}.{n}")) for m, n in columns]] for row in bins]
+    rows.append(["overall", metrics["test_samples"], *[metrics[m][n] for m, n in columns]])
+    latency = (metrics.get("latency") or {}).get("progressive")
+    timing = ""
+    if latency:
+        per_image = latency["ms_per_image"]
+        timing = "\n\n" + markdown_table(
+            ["mask", "one-shot ms/image", "progressive ms/image", "slowdown", "mean predictions/image"],
+            [[m, per_image.get(m), per_image.get(f"{m}_progressive"), latency["slowdown"].get(m),
+              record["mean_steps"][m]] for m in ("gt_mask", "end_to_end")]) + f"\n\n{latency['note']}."
+    return f"""## Progressive reconstruction (paper 004, Algorithm 1)
+
+The fine-tuned inpainter one-shot and with progressive reconstruction: dilation kernel
+{record['kernel']}, predicting again while the hole covers >= {record['min_hole_ratio']:.0%} of the image,
+at most {record['max_steps']} predictions. `gt_mask`: ground-truth mask; `end_to_end`: predicted mask.
+
+{markdown_table(header, rows)}{timing}
+"""
 
 
 def render_report(cfg: Config, result: dict[str, Any], grid_name: str) -> str:
@@ -419,6 +512,8 @@ IoU: the occluder's, per image, averaged.
 ## By mask ratio (paper 000's bins)
 
 {bin_text}
+
+{progressive_section(metrics, bins)}
 
 ## Photograph set
 

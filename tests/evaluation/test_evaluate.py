@@ -34,7 +34,8 @@ def _untrained(path, arch, task, resolution):
 def evaluated(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("evaluate") / "project", {
         "data": {"mask_ratio_min": 0.01, "mask_ratio_max": 0.6},
-        "evaluation": {"mask_ratio_bins": [0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "latency_repeats": 2}})
+        "evaluation": {"mask_ratio_bins": [0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "latency_repeats": 2,
+                       "progressive": True, "progressive_kernel": 3}})
     cfg = load_config(root / "params.yaml")
     generate.run(cfg)
     paths = Paths(cfg.root)
@@ -102,12 +103,41 @@ def test_per_occluder_type_latency_and_missing_weights_are_reported(evaluated):
             assert "missing" in record["reason"] and set(record) == {"available", "reason"}
 
 
+def test_progressive_reconstruction_is_scored_per_bin_beside_one_shot_with_its_latency(evaluated):
+    cfg, directory, metrics = evaluated
+    assert set(evaluate.PROGRESSIVE_METHODS) <= set(metrics["methods"])
+    for method in evaluate.PROGRESSIVE_METHODS:
+        assert set(metrics[method]) == set(evaluate.METRICS)
+    record = metrics["progressive"]
+    assert (record["kernel"], record["min_hole_ratio"], record["max_steps"]) == (3, 0.2, 10)
+    assert all(1 <= record["mean_steps"][m] <= record["most_steps"][m] <= 10 for m in ("gt_mask", "end_to_end"))
+    assert record["most_steps"]["gt_mask"] > 1           # the 30-60 % holes take several predictions
+    bins = _csv(directory / "by_mask_ratio.csv")
+    for row in bins:
+        for method in ("gt_mask", "gt_mask_progressive", "end_to_end", "end_to_end_progressive"):
+            assert row[f"{method}.psnr_masked"] != "", (row["mask_ratio_bin"], method)
+    # A hole under 20 % takes one prediction: progressive is one-shot there, bit for bit.
+    assert bins[0]["gt_mask.psnr_masked"] == bins[0]["gt_mask_progressive.psnr_masked"]
+    latency = json.loads((directory / "latency.json").read_text())["progressive"]
+    for method in ("gt_mask", "gt_mask_progressive", "end_to_end", "end_to_end_progressive"):
+        assert latency["ms_per_image"][method] > 0
+    assert "52.69" in latency["note"] and "85.46" in latency["note"] and latency["slowdown"]["gt_mask"] > 0
+    report = (directory / "report.md").read_text()
+    section = report.split("## Progressive reconstruction (paper 004, Algorithm 1)")[1].split("\n## ")[0]
+    assert "gt_mask_progressive psnr_masked" in section and "gt_mask psnr_masked" in section
+    assert "progressive ms/image" in section and "one-shot ms/image" in section
+    assert all(name in section for name in PAPER_BINS) and "overall" in section
+    page = (directory / "report.html").read_text()
+    assert "Progressive reconstruction (paper 004): with and without" in page
+    assert "progressive ms/image" in page and "end_to_end_progressive psnr_masked" in page
+
+
 def test_per_image_scores_one_row_per_image_and_method(evaluated):
     cfg, directory, metrics = evaluated
     rows = _csv(directory / "per_image.csv")
     assert list(rows[0])[:5] == ["sample", "mask_ratio", "bin", "occluder", "method"]
     assert set(evaluate.METRICS) <= set(rows[0])
-    assert len(rows) == metrics["test_samples"] * len(evaluate.METHODS)
+    assert len(rows) == metrics["test_samples"] * len(metrics["methods"])
     assert {row["bin"] for row in rows} == set(PAPER_BINS)
     ours = [float(row["psnr_masked"]) for row in rows if row["method"] == "end_to_end"]
     assert np.mean(ours) == pytest.approx(metrics["end_to_end"]["psnr_masked"], abs=1e-4)
