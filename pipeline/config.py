@@ -32,7 +32,7 @@ SEGMENTER_LOSS_TERMS = ("bce", "dice")
 INPAINTER_LOSS_TERMS = ("l1", "hole_l1", "valid_l1", "tv", "perceptual", "style", "adversarial")
 EVALUATION_METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
 TOP_LEVEL_KEYS = ("profile", "profiles", "seed", "data", "validation", "drift", "segmenter", "inpainter", "finetune",
-                  "evaluation", "registry", "promotion", "hpo", "remote")
+                  "evaluation", "registry", "promotion", "hpo", "remote", "reference")
 # The DVC remote's settings a machine may set over params.yaml's `remote:` (the team stack's MinIO
 # does); its credentials come only from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE or
 # the AWS config files, which DVC's S3 client reads itself.
@@ -245,6 +245,29 @@ class HpoConfig:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    """Reference-guided de-occlusion (paper 001, adapted; pipeline/reference.py): the inpainter's
+    latent of the occluded face optimised towards its K clean references' latents."""
+
+    steps: int = 100                   # Adam steps per image
+    lr: float = 0.01                   # paper 001: Adam, 0.01; here relative to the latent's RMS
+    sigma: float = 0.5                 # the Gaussians' sigma, in units of the latent's per-element RMS distance
+    k: float = 0.25                    # eq. 7's scale, per occluded percentage point
+    x0: float = 30.0                   # eq. 7's shift: the occluded percentage where the prior weighs 1
+    reconstruction_weight: float = 1.0  # lambda_1: the visible pixels (paper: fixed to 1)
+    perceptual_weight: float = 0.1     # lambda_2
+    discriminator_weight: float = 0.1  # lambda_4 (paper 001's tuned 0.1); used only where a discriminator ships
+    pretrained: bool = False           # ImageNet VGG19 for the perceptual term, from the torch cache only
+    perceptual_fallback: str = "random"   # without it: random (seeded, untrained VGG19) | none (term dropped)
+    perceptual_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1")
+
+    @property
+    def perceptual_weights(self) -> str:
+        """Which VGG19 the perceptual term uses: imagenet, random, or none."""
+        return "imagenet" if self.pretrained else self.perceptual_fallback
+
+
+@dataclass(frozen=True)
 class RemoteConfig:
     """The DVC remote the team shares data and models through: S3, or MinIO through endpoint_url.
     The fields are params.yaml's (shared through the committed .dvc/config); `overrides` holds what
@@ -278,6 +301,7 @@ class Config:
     tuned_loss_weights: dict[str, float] = field(default_factory=dict)   # from params.tuned.yaml, applied to the inpainter
     remote: RemoteConfig = RemoteConfig()
     drift: DriftConfig = DriftConfig()
+    reference: ReferenceConfig = ReferenceConfig()
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -439,6 +463,21 @@ def _check(cfg: Config, source: Path) -> None:
              f"promotion.min_improvement must be >= 0, got {promotion.min_improvement}")
     _check_hpo(cfg.hpo, source)
     _check_drift(cfg.drift, source)
+    _check_reference(cfg.reference, source)
+
+
+def _check_reference(reference: ReferenceConfig, source: Path) -> None:
+    _require(isinstance(reference.steps, int) and reference.steps >= 1, source,
+             f"reference.steps must be an integer >= 1, got {reference.steps!r}")
+    for name in ("lr", "sigma"):
+        _require(getattr(reference, name) > 0, source, f"reference.{name} must be > 0, got {getattr(reference, name)}")
+    _require(reference.k > 0, source, f"reference.k must be > 0 (the prior weighs more as more is hidden), got {reference.k}")
+    _require(0 <= reference.x0 <= 100, source, f"reference.x0 is an occluded percentage, in [0, 100]; got {reference.x0}")
+    for name in ("reconstruction_weight", "perceptual_weight", "discriminator_weight"):
+        _require(getattr(reference, name) >= 0, source, f"reference.{name} must be >= 0, got {getattr(reference, name)}")
+    _require(reference.perceptual_fallback in ("random", "none"), source,
+             f"reference.perceptual_fallback must be random or none, got {reference.perceptual_fallback!r}")
+    _require(bool(reference.perceptual_layers), source, "reference.perceptual_layers must name at least one VGG19 layer")
 
 
 def _check_drift(drift: DriftConfig, source: Path) -> None:
@@ -658,6 +697,7 @@ def load_config(path: str | Path = PARAMS_FILE, env: dict[str, str] | None = Non
         tuned_loss_weights=tuned,
         remote=_remote(effective.get("remote"), env, source),
         drift=_build(DriftConfig, _drift_values(effective.get("drift") or {}), "drift", source),
+        reference=_build(ReferenceConfig, _reference_values(effective.get("reference") or {}), "reference", source),
         raw=raw,
     )
     _check(cfg, source)
@@ -674,6 +714,23 @@ def _drift_values(raw: dict[str, Any]) -> dict[str, Any]:
     values = dict(raw)
     if values.get("reference") is None:
         values["reference"] = ""
+    return values
+
+
+def reference_config(values: dict[str, Any], source: str | Path) -> ReferenceConfig:
+    """A `reference:` mapping from elsewhere than params.yaml (a pyfunc's params), checked alike;
+    `source` names where it came from in errors."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: reference settings must be a mapping, got {type(values).__name__}")
+    reference = _build(ReferenceConfig, _reference_values(values), "reference", Path(source))
+    _check_reference(reference, Path(source))
+    return reference
+
+
+def _reference_values(raw: dict[str, Any]) -> dict[str, Any]:
+    values = dict(raw)
+    if "perceptual_layers" in values:
+        values["perceptual_layers"] = tuple(values["perceptual_layers"] or ())
     return values
 
 

@@ -110,16 +110,20 @@ class IFaceNet(nn.Module):
             nn.Conv2d(d // 4, 3, 3, padding=1),
         )
 
-    def encode(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
-        masked_input = image * (1 - occluder_mask) + occluder_mask                 # I_m, eq. 2
-        level0 = [m(masked_input) for m in (self.traresnet, self.shallower) if m is not None]
-        return self.fusion(torch.cat(level0, dim=1))                                # F_N1, eqs. 5-6
-
-    def forward(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """-> (latent F_N1 (B, C, H/8, W/8), skips: none, the decoder reads the latent alone)."""
         height, width = image.shape[-2:]
         if height % 32 or width % 32:
             raise ValueError(f"input {height}x{width} must be divisible by 32 (ResNet stride)")
-        return torch.sigmoid(self.decoder(self.context(self.encode(image, occluder_mask))))
+        masked_input = image * (1 - occluder_mask) + occluder_mask                 # I_m, eq. 2
+        level0 = [m(masked_input) for m in (self.traresnet, self.shallower) if m is not None]
+        return self.fusion(torch.cat(level0, dim=1)), []                            # F_N1, eqs. 5-6
+
+    def decode(self, latent: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        return torch.sigmoid(self.decoder(self.context(latent)))
+
+    def forward(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self.encode(image, occluder_mask))
 
 
 class PatchDiscriminator(nn.Module):

@@ -115,7 +115,8 @@ class MMRMUNet(nn.Module):
                                 for i in reversed(range(depth)))
         self.head = nn.Conv2d(channels[0], 3, 3, padding=1)
 
-    def forward(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """-> (the deepest features (B, C, H/2^depth, W/2^depth), the skips from full resolution down)."""
         height, width = image.shape[-2:]
         if height % 2 ** self.depth or width % 2 ** self.depth:
             raise ValueError(f"input {height}x{width} must be divisible by {2 ** self.depth} (depth {self.depth})")
@@ -125,10 +126,16 @@ class MMRMUNet(nn.Module):
         for down in self.down:
             features = down(features)
             skips.append(features)
-        skips.pop()
+        return skips[-1], skips[:-1]
+
+    def decode(self, latent: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        features, skips = latent, list(skips)
         for up in self.up:
             features = up(features, skips.pop())
         return (torch.tanh(self.head(features)) + 1) / 2
+
+    def forward(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self.encode(image, occluder_mask))
 
 
 class SpectralPatchDiscriminator(nn.Module):

@@ -41,17 +41,24 @@ class UNet(nn.Module):
         self.decoders = nn.ModuleList(ConvBlock(channels[i] * 2, channels[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(channels[0], out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """-> (bottleneck (B, w*2^depth, H/2^depth, W/2^depth), skips from full resolution down)."""
         height, width = x.shape[-2:]
         if height % self.downsample_factor or width % self.downsample_factor:
             raise ValueError(f"input {height}x{width} must be divisible by {self.downsample_factor}")
         skips = [self.stem(x)]                                  # (B, w, H, W)
         for encoder in self.encoders:
             skips.append(encoder(nn.functional.max_pool2d(skips[-1], 2)))  # (B, w*2^k, H/2^k, W/2^k)
-        features = skips.pop()
+        return skips[-1], skips[:-1]
+
+    def decode(self, bottleneck: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        features, skips = bottleneck, list(skips)
         for upsample, decoder in zip(self.upsamplers, self.decoders):
             features = decoder(torch.cat([upsample(features), skips.pop()], dim=1))
         return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self.encode(x))
 
 
 def compose_known_pixels(prediction: torch.Tensor, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
@@ -80,9 +87,16 @@ class UNetInpainter(nn.Module):
         super().__init__()
         self.unet = UNet(4, 3, width, depth)
 
-    def forward(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """-> (the UNet's bottleneck, its skip features)."""
         masked_input = image * (1 - occluder_mask) + occluder_mask
-        return torch.sigmoid(self.unet(torch.cat([masked_input * 2 - 1, occluder_mask], dim=1)))
+        return self.unet.encode(torch.cat([masked_input * 2 - 1, occluder_mask], dim=1))
+
+    def decode(self, latent: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        return torch.sigmoid(self.unet.decode(latent, skips))
+
+    def forward(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self.encode(image, occluder_mask))
 
 
 @register_model("unet-small", task="segmenter")
