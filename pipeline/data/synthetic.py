@@ -541,6 +541,54 @@ def render_sample(seed: int, index: int, size: int, occluder_weights: dict[str, 
     )
 
 
+def _view_transform(rng: np.random.Generator, size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """One photograph's framing and light: a shift of up to size/16 pixels (edges repeated) and a gain."""
+    reach = max(1, size // 16)
+    dy, dx = (int(v) for v in rng.integers(-reach, reach + 1, 2))
+    gain = float(rng.uniform(0.85, 1.15))
+
+    def transform(image: np.ndarray) -> np.ndarray:
+        padded = np.pad(image, ((reach, reach), (reach, reach)) + ((0, 0),) * (image.ndim - 2), mode="edge")
+        return padded[reach - dy:reach - dy + size, reach - dx:reach - dx + size] * (gain if image.ndim == 3 else 1)
+
+    return transform
+
+
+def render_identity(seed: int, identity: int, view: int, size: int, occluder_weights: dict[str, float],
+                    mask_ratio_range: tuple[float, float], occluded: bool = True) -> SyntheticSample:
+    """Photograph `view` of synthetic person `identity`: the same face (shape, skin, hair, features,
+    light) in every view; each view has its own background, framing (a small shift), exposure and
+    camera; with `occluded`, an occluder over it with a mask ratio near one drawn from
+    `mask_ratio_range` (the shift may push a little of it out of the frame).
+
+    A view rendered with and without its occluder is the same photograph: identical clean image and
+    identical pixels outside the mask, so views are the clean references of paper 001's test."""
+    face_rng = np.random.default_rng([seed, identity, 10])
+    view_rng = np.random.default_rng([seed, identity, view, 11])
+    occluder_rng = np.random.default_rng([seed, identity, view, 12])
+    clean_scene, face_region, layout = _draw_face(face_rng, size, _background(view_rng, size))
+    frame, degrade = _view_transform(view_rng, size), _degrade(view_rng, size)
+    clean = degrade(frame(clean_scene))
+    mask = np.zeros((size, size), dtype=bool)
+    variant, occluded_image = "none", clean
+    if occluded:
+        low, high = mask_ratio_range
+        target = float(occluder_rng.uniform(low, high))
+        kinds = [k for k, w in occluder_weights.items() if w > 0]
+        probabilities = np.array([occluder_weights[k] for k in kinds], dtype=np.float64)
+        kind = kinds[occluder_rng.choice(len(kinds), p=probabilities / probabilities.sum())]
+        fitted = _fit_mask(kind, occluder_rng, layout, size, target, (low, high))
+        unframed, variant = fitted if fitted is not None else (_box_mask(occluder_rng, size, target), "box")
+        alpha = unframed.astype(np.float32)
+        composite = clean_scene * (1 - alpha[..., None]) + _occluder_texture(variant, occluder_rng, size) * alpha[..., None]
+        mask = frame(unframed.astype(np.float32)) > 0.5
+        occluded_image = np.where(mask[..., None], degrade(frame(composite)), clean)
+    face = frame(face_region.astype(np.float32)) > 0.5
+    label = np.where(mask, OCCLUDER, np.where(face, FACE, BACKGROUND)).astype(np.uint8)
+    return SyntheticSample(occluded_image=occluded_image.astype(np.uint8), clean_image=clean,
+                           occluder_mask=(mask * 255).astype(np.uint8), label_map=label, occluder_type=variant)
+
+
 def ratio_strata(low: float, high: float, step: float = 0.1) -> list[tuple[float, float]]:
     """[low, high] cut at every multiple of `step`: paper 000's bins (1-10 %, 10-20 %, ...) for 0.01..0.6."""
     inner = [round(k * step, 10) for k in range(1, int(np.ceil(high / step))) if low < k * step < high]

@@ -8,6 +8,7 @@ from pipeline.data.synthetic import (
     TEXTURE_FILES,
     assign_splits,
     ratio_strata,
+    render_identity,
     render_sample,
     stratified_mask_ratios,
 )
@@ -101,3 +102,26 @@ def test_splits_are_deterministic_and_never_empty():
     assert {s: splits.count(s) for s in ("train", "val", "test")} == {"train": 7, "val": 1, "test": 2}
     tiny = assign_splits(3, {"train": 0.98, "val": 0.01, "test": 0.01}, seed=5)
     assert sorted(tiny) == ["test", "train", "val"]
+
+
+def test_one_identity_renders_the_same_face_with_and_without_its_occluder():
+    occluded = render_identity(5, identity=2, view=0, size=64, occluder_weights=WEIGHTS, mask_ratio_range=(0.2, 0.4))
+    again = render_identity(5, identity=2, view=0, size=64, occluder_weights=WEIGHTS, mask_ratio_range=(0.2, 0.4))
+    clean = render_identity(5, identity=2, view=0, size=64, occluder_weights=WEIGHTS, mask_ratio_range=(0.2, 0.4),
+                            occluded=False)
+    for name in ("occluded_image", "clean_image", "occluder_mask", "label_map"):
+        np.testing.assert_array_equal(getattr(occluded, name), getattr(again, name))      # seeded, deterministic
+    mask = occluded.occluder_mask > 0
+    assert 0.1 < mask.mean() < 0.5
+    np.testing.assert_array_equal(occluded.clean_image, clean.clean_image)
+    np.testing.assert_array_equal(occluded.occluded_image[~mask], clean.occluded_image[~mask])
+    assert not np.array_equal(occluded.occluded_image[mask], clean.occluded_image[mask])
+    assert clean.mask_ratio == 0 and np.array_equal(clean.occluded_image, clean.clean_image)
+    # Another view of the same person is another photograph of the same face; another person is another face.
+    other_view = render_identity(5, identity=2, view=1, size=64, occluder_weights=WEIGHTS, mask_ratio_range=(0.2, 0.4),
+                                 occluded=False)
+    other_person = render_identity(5, identity=3, view=0, size=64, occluder_weights=WEIGHTS, mask_ratio_range=(0.2, 0.4),
+                                   occluded=False)
+    same_face = np.abs(other_view.clean_image.astype(int) - clean.clean_image).mean()
+    other_face = np.abs(other_person.clean_image.astype(int) - clean.clean_image).mean()
+    assert 0 < same_face and 0 < other_face
