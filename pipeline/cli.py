@@ -246,6 +246,35 @@ def _configure_registry(params: Path, what: str) -> None:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
+def _reference_params(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The pyfunc's params for `--reference` files (None without any): the references, each read
+    in full (a bad one is a BadInput naming it), and params.yaml's `reference:` settings."""
+    if not args.reference:
+        return None
+    import json
+    from dataclasses import asdict
+
+    from pipeline.config import ReferenceConfig
+    from pipeline.registry.mlflow_models import encode_png
+
+    references = [encode_png(read_input_image(Path(path))) for path in args.reference]
+    params = Path(args.params)
+    settings = load_config(params).reference if params.is_file() else ReferenceConfig()
+    return {"references": references, "reference_config": json.dumps(asdict(settings))}
+
+
+def _load_predict_model(args: argparse.Namespace) -> Any:
+    """The `deocclusion` pyfunc at args.model; with --reference it must take the `references` param."""
+    from pipeline.registry.mlflow_models import load_deocclusion
+
+    model = load_deocclusion(args.model)
+    schema = model.metadata.get_params_schema()
+    if args.reference and (schema is None or "references" not in {param.name for param in schema.params}):
+        raise DeoccludeError(f"{args.model}: this version was logged before reference-guided predict and takes no "
+                             "`references` param; register a newer version to use --reference")
+    return model
+
+
 def _predict(args: argparse.Namespace) -> int:
     source = Path(args.input)
     if source.is_dir():
@@ -258,9 +287,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     from pipeline.registry.mlflow_models import decode_image, encode_png, load_deocclusion
 
+    reference_params = _reference_params(args)
     _configure_registry(Path(args.params), f"load {args.model} from")
-    model = load_deocclusion(args.model)
-    result = model.predict(pd.DataFrame({"image": [encode_png(image)]}))
+    model = _load_predict_model(args)
+    result = model.predict(pd.DataFrame({"image": [encode_png(image)]}), params=reference_params)
     _write_png_atomically(decode_image(result["image"][0]), Path(args.output))
     if args.mask_out:
         import numpy as np
@@ -277,7 +307,7 @@ def _predict_directory(args: argparse.Namespace, source: Path) -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    from pipeline.registry.mlflow_models import decode_image, encode_png, load_deocclusion
+    from pipeline.registry.mlflow_models import decode_image, encode_png
 
     output = Path(args.output)
     if output.exists() and not output.is_dir():
@@ -285,8 +315,9 @@ def _predict_directory(args: argparse.Namespace, source: Path) -> int:
     files = sorted(path for path in source.iterdir() if not path.name.startswith("."))
     if not files:
         raise BadInput(f"{source}: no files to de-occlude")
+    reference_params = _reference_params(args)
     _configure_registry(Path(args.params), f"load {args.model} from")
-    model = load_deocclusion(args.model)
+    model = _load_predict_model(args)
     failures: list[str] = []
     written = 0
     for path in tqdm(files, desc="de-occluding", unit="image", file=sys.stderr, disable=None):
@@ -294,7 +325,7 @@ def _predict_directory(args: argparse.Namespace, source: Path) -> int:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise BadInput(f"{path}: not an image file name (expected one of {', '.join(IMAGE_SUFFIXES)})")
             image = read_input_image(path)
-            result = model.predict(pd.DataFrame({"image": [encode_png(image)]}))
+            result = model.predict(pd.DataFrame({"image": [encode_png(image)]}), params=reference_params)
             _write_png_atomically(decode_image(result["image"][0]), output / f"{path.stem}.png")
             _write_png_atomically(np.asarray(decode_image(result["mask"][0]))[..., 0], output / f"{path.stem}_mask.png")
             written += 1
@@ -504,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "(<name>.png and <name>_mask.png per image)")
     predict.add_argument("--mask-out", help="predicted occluder mask (.png)")
     predict.add_argument("--model", default="models:/deocclusion@champion", help="MLflow model URI")
+    predict.add_argument("--reference", action="append", default=[], metavar="IMAGE",
+                         help="a clean photograph of the same person (repeat for several): reference-guided "
+                              "de-occlusion (paper 001) with params.yaml's `reference:` settings")
     predict.set_defaults(handler=_predict)
     promote = commands.add_parser("promote", help="make a deocclusion version champion (refuses one that broke a floor)")
     promote.add_argument("version", help="registered version number")

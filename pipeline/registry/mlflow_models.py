@@ -43,24 +43,65 @@ def decode_image(encoded: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+# The pyfunc's params: `references`, base64 clean photographs of the person in every input image
+# (reference-guided de-occlusion, pipeline/reference.py), and `reference_config`, a JSON object of
+# params.yaml `reference:` keys over their defaults. Without references, plain de-occlusion.
+REFERENCE_PARAMS = {"references": [""], "reference_config": "{}"}
+
+
 class DeocclusionModel(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with column `image` (base64 PNG or JPEG, any size).
-    Output: columns `mask` (base64 PNG, 255 = occluder) and `image` (base64 PNG, de-occluded, same size)."""
+    Output: columns `mask` (base64 PNG, 255 = occluder) and `image` (base64 PNG, de-occluded, same size).
+    Params (optional): `references` and `reference_config`, see REFERENCE_PARAMS."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from pipeline.deocclusion import Deoccluder
-        from pipeline.models.checkpoint import load_checkpoint
+        from pipeline.models.checkpoint import load_checkpoint, load_discriminator
 
         segmenter, segmenter_settings = load_checkpoint(Path(context.artifacts["segmenter"]))
         inpainter, inpainter_settings = load_checkpoint(Path(context.artifacts["inpainter"]))
         self.deoccluder = Deoccluder(segmenter, inpainter, segmenter_settings.resolution, inpainter_settings.resolution,
                                      segmenter_settings.threshold, segmenter_settings.opening_kernel)
+        # The inpainter's checkpoint carries its discriminator when it was trained adversarially:
+        # paper 001's realism term uses it; without one the term is left out.
+        self.discriminator = (load_discriminator(Path(context.artifacts["inpainter"]))
+                              if inpainter_settings.adversarial else None)
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
+        references = [encoded for encoded in (params or {}).get("references") or [] if encoded]
+        if references:
+            return self._predict_with_references(model_input, references, (params or {}).get("reference_config") or "{}")
         masks, images = [], []
         for encoded in model_input["image"]:
             mask, image = self.deoccluder(decode_image(encoded))
+            masks.append(encode_png(mask))
+            images.append(encode_png(image))
+        return pd.DataFrame({"mask": masks, "image": images})
+
+    def _predict_with_references(self, model_input: pd.DataFrame, references: list[str], settings_json: str) -> pd.DataFrame:
+        import json
+
+        from pipeline.config import reference_config
+        from pipeline.reference import deocclude_with_references, perceptual_extractor
+
+        try:
+            settings = reference_config(json.loads(settings_json), "pyfunc param reference_config")
+        except json.JSONDecodeError as error:
+            raise ValueError(f"pyfunc param reference_config: not a JSON object ({error})") from None
+        decoded = []
+        for number, encoded in enumerate(references, start=1):
+            try:
+                decoded.append(decode_image(encoded))
+            except Exception as error:  # PIL and base64 raise several types for a bad payload
+                raise ValueError(f"pyfunc param references: reference {number} of {len(references)} is not a "
+                                 f"base64 PNG or JPEG ({error})") from None
+        extractor = perceptual_extractor(settings)
+        masks, images = [], []
+        for encoded in model_input["image"]:
+            mask, image = deocclude_with_references(self.deoccluder, decode_image(encoded), decoded, settings,
+                                                    self.discriminator if settings.discriminator_weight > 0 else None,
+                                                    extractor)
             masks.append(encode_png(mask))
             images.append(encode_png(image))
         return pd.DataFrame({"mask": masks, "image": images})
@@ -95,22 +136,25 @@ def log_network(net: nn.Module, name: str, signature: ModelSignature | None = No
     return info.model_uri
 
 
-def log_deocclusion_model(segmenter_checkpoint: Path, inpainter_checkpoint: Path, example_image: np.ndarray) -> str:
-    """Log the end-to-end pyfunc, with signature and input example, to the active run; the two
-    checkpoints carry their own settings (resolutions, threshold, clean-up)."""
+def deocclusion_model_spec(segmenter_checkpoint: Path, inpainter_checkpoint: Path,
+                           example_image: np.ndarray) -> dict[str, Any]:
+    """The end-to-end pyfunc's arguments for mlflow.pyfunc.log_model / save_model: the model, the
+    two checkpoints (which carry their own settings: resolutions, threshold, clean-up), the code,
+    and the signature (with the reference params) and input example."""
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # its warning on pickling python_model is this choice
     example = pd.DataFrame({"image": [encode_png(example_image)]})
+    artifacts = {"segmenter": str(segmenter_checkpoint), "inpainter": str(inpainter_checkpoint)}
     model = DeocclusionModel()
-    model.load_context(mlflow.pyfunc.PythonModelContext(
-        artifacts={"segmenter": str(segmenter_checkpoint), "inpainter": str(inpainter_checkpoint)}, model_config={}))
-    signature = infer_signature(example, model.predict(None, example))
-    info = mlflow.pyfunc.log_model(
-        name=DEOCCLUSION_MODEL, python_model=DeocclusionModel(),
-        artifacts={"segmenter": str(segmenter_checkpoint), "inpainter": str(inpainter_checkpoint)},
-        code_paths=[str(PACKAGE_DIR)], pip_requirements=PIP_REQUIREMENTS,
-        signature=signature, input_example=example,
-    )
-    return info.model_uri
+    model.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config={}))
+    signature = infer_signature(example, model.predict(None, example), params=REFERENCE_PARAMS)
+    return {"python_model": DeocclusionModel(), "artifacts": artifacts, "code_paths": [str(PACKAGE_DIR)],
+            "pip_requirements": PIP_REQUIREMENTS, "signature": signature, "input_example": example}
+
+
+def log_deocclusion_model(segmenter_checkpoint: Path, inpainter_checkpoint: Path, example_image: np.ndarray) -> str:
+    """Log the end-to-end pyfunc to the active run; returns its model URI."""
+    spec = deocclusion_model_spec(segmenter_checkpoint, inpainter_checkpoint, example_image)
+    return mlflow.pyfunc.log_model(name=DEOCCLUSION_MODEL, **spec).model_uri
 
 
 def register(model_uri: str, name: str, tags: dict[str, str], description: str = "") -> str:
