@@ -252,6 +252,7 @@ class ReferenceConfig:
     steps: int = 100                   # Adam steps per image
     lr: float = 0.01                   # paper 001: Adam, 0.01; here relative to the latent's RMS
     sigma: float = 0.5                 # the Gaussians' sigma, in units of the latent's per-element RMS distance
+    prior_region: str = "hidden"       # hidden: the prior on the latent's cells under the occluder | whole
     k: float = 0.25                    # eq. 7's scale, per occluded percentage point
     x0: float = 30.0                   # eq. 7's shift: the occluded percentage where the prior weighs 1
     reconstruction_weight: float = 1.0  # lambda_1: the visible pixels (paper: fixed to 1)
@@ -475,6 +476,8 @@ def _check_reference(reference: ReferenceConfig, source: Path) -> None:
     _require(0 <= reference.x0 <= 100, source, f"reference.x0 is an occluded percentage, in [0, 100]; got {reference.x0}")
     for name in ("reconstruction_weight", "perceptual_weight", "discriminator_weight"):
         _require(getattr(reference, name) >= 0, source, f"reference.{name} must be >= 0, got {getattr(reference, name)}")
+    _require(reference.prior_region in ("hidden", "whole"), source,
+             f"reference.prior_region must be hidden or whole, got {reference.prior_region!r}")
     _require(reference.perceptual_fallback in ("random", "none"), source,
              f"reference.perceptual_fallback must be random or none, got {reference.perceptual_fallback!r}")
     _require(bool(reference.perceptual_layers), source, "reference.perceptual_layers must name at least one VGG19 layer")

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,14 +61,25 @@ def prior_weight(occluded_share: torch.Tensor | float, k: float, x0: float) -> t
 
 
 def reference_prior(latent: torch.Tensor, reference_latents: torch.Tensor, sigma: float,
-                    scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+                    scale: torch.Tensor | float = 1.0, region: torch.Tensor | None = None) -> torch.Tensor:
     """-log (1/K) sum_i N(latent; reference_i, sigma^2 I), per element and up to a constant.
 
-    latent (1, ...), reference_latents (K, ...); distances are mean squared per element over `scale`
-    (the references' mean square), so the value is 0 on a reference and d / (2 sigma^2) at relative
-    squared distance d from all of them."""
-    distance = (latent - reference_latents).pow(2).flatten(1).mean(dim=1) / scale      # (K,)
+    latent (1, C, h, w), reference_latents (K, C, h, w); distances are mean squared per element over
+    `scale` (the references' mean square), so the value is 0 on a reference and d / (2 sigma^2) at
+    relative squared distance d from all of them. `region` (1, 1, h, w) in [0, 1] weights the
+    latent's cells (None: all alike)."""
+    squared = (latent - reference_latents).pow(2)                                         # (K, C, h, w)
+    if region is None:
+        distance = squared.flatten(1).mean(dim=1) / scale                                  # (K,)
+    else:
+        cells = region.expand_as(latent)
+        distance = (squared * cells).flatten(1).sum(dim=1) / cells.sum().clamp_min(1) / scale
     return -(torch.logsumexp(-distance / (2 * sigma ** 2), dim=0) - math.log(len(reference_latents)))
+
+
+def hidden_cells(occluder_mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """(1, 1, H, W) -> (1, 1, h, w): the share of each latent cell's pixels the occluder hides."""
+    return F.adaptive_avg_pool2d(occluder_mask.float(), latent.shape[-2:])
 
 
 def visible_reconstruction(decoded: torch.Tensor, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
@@ -100,6 +112,19 @@ def perceptual_extractor(settings: ReferenceConfig) -> VGG19Features | None:
     return VGG19Features(settings.perceptual_layers, weights=weights)
 
 
+@contextmanager
+def _frozen(networks: Sequence[nn.Module]) -> Iterator[None]:
+    """No gradients into the networks' weights while the latent is optimised; their flags restored after."""
+    flags = [(parameter, parameter.requires_grad) for net in networks for parameter in net.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
 @dataclass
 class Inversion:
     """One image's optimisation: the composited output and each step's terms (before the step)."""
@@ -119,14 +144,13 @@ def invert_with_references(inpainter: nn.Module, image: torch.Tensor, occluder_m
     check_invertible(inpainter)
     if references.ndim != 4 or len(references) == 0:
         raise ReferenceGuidanceError(f"references must be (K, 3, H, W) with K >= 1, got shape {tuple(references.shape)}")
-    inpainter.eval().requires_grad_(False)
-    if discriminator is not None:
-        discriminator.eval().requires_grad_(False)
-    with torch.enable_grad():
+    networks = [net.eval() for net in (inpainter, discriminator) if net is not None]
+    with torch.enable_grad(), _frozen(networks):
         with torch.no_grad():
             start, skips = inpainter.encode(image, occluder_mask)
             reference_latents, _ = inpainter.encode(references, torch.zeros_like(references[:, :1]))
             scale = reference_latents.pow(2).mean().clamp_min(1e-8)
+            region = hidden_cells(occluder_mask, start) if settings.prior_region == "hidden" else None
         weight = prior_weight(occluder_mask.float().mean(), settings.k, settings.x0).item()
         # Adam moves every element by about lr a step: optimising the latent over its RMS makes lr
         # relative, the same for IFACENET's small fused features as for a U-Net's bottleneck.
@@ -138,7 +162,7 @@ def invert_with_references(inpainter: nn.Module, image: torch.Tensor, occluder_m
             latent = normalised * rms
             decoded = inpainter.decode(latent, skips)
             terms = {"reconstruction": visible_reconstruction(decoded, image, occluder_mask),
-                     "prior": reference_prior(latent, reference_latents, settings.sigma, scale)}
+                     "prior": reference_prior(latent, reference_latents, settings.sigma, scale, region)}
             if extractor is not None:
                 terms["perceptual"] = visible_perceptual(extractor, decoded, image, occluder_mask)
             if discriminator is not None and settings.discriminator_weight > 0:

@@ -7,8 +7,8 @@ import torch
 
 from pipeline.config import ConfigError, ReferenceConfig, reference_config
 from pipeline.models.registry import create_model, list_models
-from pipeline.reference import (ReferenceGuidanceError, invert_with_references, perceptual_extractor, prior_weight,
-                                reference_guided_inpaint, reference_prior)
+from pipeline.reference import (ReferenceGuidanceError, hidden_cells, invert_with_references, perceptual_extractor,
+                                prior_weight, reference_guided_inpaint, reference_prior)
 from tests.conftest import tiny_arch_kwargs
 
 # Few steps, no VGG19: each test runs in a second or two.
@@ -36,6 +36,17 @@ def test_the_prior_is_zero_on_a_lone_reference_and_quadratic_away_from_it():
     assert reference_prior(shifted, reference, sigma=0.5).item() == pytest.approx(1.0 / (2 * 0.25))
 
 
+def test_the_hidden_region_prior_sees_only_the_cells_under_the_occluder():
+    reference, latent = torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)
+    latent[..., :2, :] = 3.0                                                  # far off, but only where nothing is hidden
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 16:, :] = 1
+    region = hidden_cells(mask, latent)
+    assert region[0, 0, :, 0].tolist() == [0, 0, 1, 1]
+    assert reference_prior(latent, reference, sigma=0.5, region=region).item() == pytest.approx(0.0, abs=1e-6)
+    assert reference_prior(latent, reference, sigma=0.5).item() > 0
+
+
 @pytest.mark.parametrize("arch", ["ifacenet", "unet-inpainter"])
 def test_the_prior_pulls_the_latent_towards_the_references(arch):
     inpainter = tiny(arch)
@@ -50,6 +61,7 @@ def test_the_prior_pulls_the_latent_towards_the_references(arch):
     assert (inversion.latent - centre).norm() < (start - centre).norm()
     assert inversion.trace[-1]["prior"] < inversion.trace[0]["prior"]
     assert inversion.prior_weight > 1.8
+    assert all(parameter.requires_grad for parameter in inpainter.parameters())    # its training flags restored
 
 
 def test_known_pixels_are_the_inputs_at_any_size_with_every_term_on():

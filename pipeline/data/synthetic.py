@@ -541,10 +541,10 @@ def render_sample(seed: int, index: int, size: int, occluder_weights: dict[str, 
     )
 
 
-def _view_transform(rng: np.random.Generator, size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """One photograph's framing and light: a shift of up to size/16 pixels (edges repeated) and a gain."""
-    reach = max(1, size // 16)
-    dy, dx = (int(v) for v in rng.integers(-reach, reach + 1, 2))
+def _view_transform(rng: np.random.Generator, size: int, max_shift: int) -> Callable[[np.ndarray], np.ndarray]:
+    """One photograph's framing and light: a shift of up to max_shift pixels (edges repeated) and a gain."""
+    reach = max(1, max_shift)   # the padding; 0 pixels of shift still pads by one
+    dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, 2))
     gain = float(rng.uniform(0.85, 1.15))
 
     def transform(image: np.ndarray) -> np.ndarray:
@@ -555,11 +555,12 @@ def _view_transform(rng: np.random.Generator, size: int) -> Callable[[np.ndarray
 
 
 def render_identity(seed: int, identity: int, view: int, size: int, occluder_weights: dict[str, float],
-                    mask_ratio_range: tuple[float, float], occluded: bool = True) -> SyntheticSample:
+                    mask_ratio_range: tuple[float, float], occluded: bool = True,
+                    max_shift: int | None = None) -> SyntheticSample:
     """Photograph `view` of synthetic person `identity`: the same face (shape, skin, hair, features,
-    light) in every view; each view has its own background, framing (a small shift), exposure and
-    camera; with `occluded`, an occluder over it with a mask ratio near one drawn from
-    `mask_ratio_range` (the shift may push a little of it out of the frame).
+    light) in every view; each view has its own background, framing (a shift of up to `max_shift`
+    pixels, default size // 16), exposure and camera; with `occluded`, an occluder over it with a
+    mask ratio near one drawn from `mask_ratio_range` (the shift may push a little of it out of frame).
 
     A view rendered with and without its occluder is the same photograph: identical clean image and
     identical pixels outside the mask, so views are the clean references of paper 001's test."""
@@ -567,7 +568,8 @@ def render_identity(seed: int, identity: int, view: int, size: int, occluder_wei
     view_rng = np.random.default_rng([seed, identity, view, 11])
     occluder_rng = np.random.default_rng([seed, identity, view, 12])
     clean_scene, face_region, layout = _draw_face(face_rng, size, _background(view_rng, size))
-    frame, degrade = _view_transform(view_rng, size), _degrade(view_rng, size)
+    shift = size // 16 if max_shift is None else max_shift
+    frame, degrade = _view_transform(view_rng, size, shift), _degrade(view_rng, size)
     clean = degrade(frame(clean_scene))
     mask = np.zeros((size, size), dtype=bool)
     variant, occluded_image = "none", clean
