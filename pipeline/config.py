@@ -251,7 +251,7 @@ class ReferenceConfig:
 
     steps: int = 100                   # Adam steps per image
     lr: float = 0.01                   # paper 001: Adam, 0.01; here relative to the latent's RMS
-    sigma: float = 0.5                 # the Gaussians' sigma, in units of the latent's per-element RMS distance
+    sigma: float = 0.25                # the Gaussians' sigma, in units of the latent's per-element RMS distance
     prior_region: str = "hidden"       # hidden: the prior on the latent's cells under the occluder | whole
     k: float = 0.25                    # eq. 7's scale, per occluded percentage point
     x0: float = 30.0                   # eq. 7's shift: the occluded percentage where the prior weighs 1

@@ -55,7 +55,8 @@ class ReferenceGuidanceError(DeoccludeError, ValueError):
 
 
 def prior_weight(occluded_share: torch.Tensor | float, k: float, x0: float) -> torch.Tensor:
-    """Paper 001 eq. 7: lambda_3 = 2 sigmoid(k (x - x0)), x the occluded percentage (share * 100)."""
+    """Paper 001 eq. 7: lambda_3 = 2 sigmoid(k (x - x0)), x the occluded percentage (share * 100).
+    The paper counts the face's pixels; without a face mask at inference, ours counts the image's."""
     share = torch.as_tensor(occluded_share, dtype=torch.float32)
     return 2 * torch.sigmoid(k * (share * 100 - x0))
 
@@ -100,8 +101,9 @@ def visible_perceptual(extractor: VGG19Features, decoded: torch.Tensor, image: t
 
 def check_invertible(inpainter: nn.Module) -> None:
     if not (callable(getattr(inpainter, "encode", None)) and callable(getattr(inpainter, "decode", None))):
-        raise ReferenceGuidanceError(f"{type(inpainter).__name__} has no encode/decode split, so it cannot be inverted; "
-                             "reference-guided de-occlusion supports ifacenet, unet-inpainter and mmrm-unet (and variants)")
+        raise ReferenceGuidanceError(
+            f"{type(inpainter).__name__} has no encode/decode split, so it cannot be inverted; "
+            "reference-guided de-occlusion supports ifacenet, unet-inpainter and mmrm-unet (and their variants)")
 
 
 def perceptual_extractor(settings: ReferenceConfig) -> VGG19Features | None:
@@ -190,11 +192,15 @@ def reference_guided_inpaint(inpainter: nn.Module, occluded_image: torch.Tensor,
     size = tuple(occluded_image.shape[-2:])
     side = (resolution, resolution) if resolution else size
     references = resize(references.to(device), side)
-    if extractor is not None:
-        extractor.to(device)
+    for network in (extractor, discriminator):
+        if network is not None:
+            network.to(device)
     outputs = []
     for image, mask in zip(occluded_image.split(1), occluder_mask.split(1)):
         image, mask = image.to(device), mask.to(device)
+        if not mask.any():   # nothing hidden: nothing to paint
+            outputs.append(image.to(occluded_image.device))
+            continue
         # Any pixel touched by the occluder counts as hidden at the model's resolution.
         small_image, small_mask = resize(image, side), (resize(mask, side) > 0).float()
         inversion = invert_with_references(inpainter, small_image, small_mask, references, settings,

@@ -10,10 +10,28 @@ import yaml
 from PIL import Image
 
 from pipeline.cli import EXIT_BAD_INPUT, main
+from pipeline.data.dataset import image_to_tensor
+from pipeline.deocclusion import resize
+from pipeline.losses.segmentation import occluder_logits
 from pipeline.models.checkpoint import NetworkSettings, save_checkpoint
 from pipeline.models.registry import create_model
 from pipeline.registry.mlflow_models import deocclusion_model_spec
 from tests.conftest import tiny_arch_kwargs, tiny_params, write_params
+
+
+def images() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {name: rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+            for name, size in (("face.png", (40, 36)), ("r1.png", (32, 32)), ("r2.png", (50, 50)))}
+
+
+def median_probability(segmenter: torch.nn.Module, image: np.ndarray) -> float:
+    """The untrained segmenter's occluder probability, as predict_masks resizes it, at its median: a
+    threshold there masks about half of the face image, so the test sees known and hidden pixels."""
+    original = image_to_tensor(image)[None]
+    with torch.no_grad():
+        probability = torch.sigmoid(occluder_logits(segmenter.eval()(resize(original, (32, 32)))))
+    return resize(probability, tuple(original.shape[-2:])).median().item()
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +42,9 @@ def saved_model(tmp_path_factory) -> Path:
     segmenter = create_model("soclnet", **tiny_arch_kwargs("soclnet"))
     inpainter = create_model("ifacenet", **tiny_arch_kwargs("ifacenet"))
     discriminator = create_model("patchgan", **tiny_arch_kwargs("patchgan"))
+    threshold = median_probability(segmenter, images()["face.png"])
     save_checkpoint(root / "segmenter.pt", segmenter,
-                    NetworkSettings("soclnet", tiny_arch_kwargs("soclnet"), "segmenter", 32, "test", threshold=0.4))
+                    NetworkSettings("soclnet", tiny_arch_kwargs("soclnet"), "segmenter", 32, "test", threshold=threshold))
     save_checkpoint(root / "inpainter.pt", inpainter,
                     NetworkSettings("ifacenet", tiny_arch_kwargs("ifacenet"), "inpainter", 32, "test",
                                     discriminator_arch="patchgan", discriminator_kwargs=tiny_arch_kwargs("patchgan")),
@@ -43,9 +62,8 @@ def project(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     params = tiny_params({"reference": {"steps": 3, "perceptual_fallback": "none"}})
     write_params(tmp_path, params)
-    rng = np.random.default_rng(0)
-    for name, size in (("face.png", (40, 36)), ("r1.png", (32, 32)), ("r2.png", (50, 50))):
-        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(tmp_path / name)
+    for name, image in images().items():
+        Image.fromarray(image).save(tmp_path / name)
     return tmp_path
 
 
@@ -59,6 +77,8 @@ def test_predict_with_references_keeps_the_known_pixels(project, saved_model):
     source = np.asarray(Image.open(project / "face.png"))
     output, mask = np.asarray(Image.open(project / "out.png")), np.asarray(Image.open(project / "mask.png"))
     assert output.shape == source.shape and mask.shape == source.shape[:2]
+    assert 0.2 < (mask > 0).mean() < 0.8                                 # known and hidden pixels both
+    assert not np.array_equal(output[mask > 0], source[mask > 0])        # the hidden ones painted
     np.testing.assert_array_equal(output[mask == 0], source[mask == 0])
 
 
