@@ -257,7 +257,7 @@ class ReferenceConfig:
     x0: float = 30.0                   # eq. 7's shift: the occluded percentage where the prior weighs 1
     reconstruction_weight: float = 1.0  # lambda_1: the visible pixels (paper: fixed to 1)
     perceptual_weight: float = 0.1     # lambda_2
-    discriminator_weight: float = 0.1  # lambda_4 (paper 001's tuned 0.1); used only where a discriminator ships
+    discriminator_weight: float = 0.0  # lambda_4 (paper 001 tuned 0.1 for prior_disc); only where a discriminator ships
     pretrained: bool = False           # ImageNet VGG19 for the perceptual term, from the torch cache only
     perceptual_fallback: str = "random"   # without it: random (seeded, untrained VGG19) | none (term dropped)
     perceptual_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1")
