@@ -1,7 +1,7 @@
 """Reference-guided de-occlusion (paper 001, adapted) against plain inpainting, on synthetic people.
 
     .venv/bin/python benchmarks/reference_guided.py [--device cpu|cuda] [--size quick|tiny] [--train-seconds 240]
-        [--identities 8] [--references 3] [--steps N] [--sweep] [--checkpoint PATH] [--out results.json]
+        [--identities 4] [--references 3] [--steps N] [--sweep] [--checkpoint PATH] [--out results.json]
 
 The model: IFACENET at params.yaml's quick size (`--size quick`, inpainter.arch_kwargs) or a tiny
 one (`--size tiny`, TINY_IFACENET), with a 16-wide PatchGAN, trained here from scratch for
