@@ -19,6 +19,10 @@ from pipeline.config import merge_overrides
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# Prefect's ephemeral server gets 20 s to answer by default; on two cores busy with the rest of
+# the suite it can need more, and the flows under test would fail for the machine's load alone.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 # Small enough to train in seconds, large enough that the segmenter finds occluders.
 TINY_OVERRIDES: dict[str, Any] = {
     "data": {"count": 60, "resolution": 32},

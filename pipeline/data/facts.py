@@ -17,6 +17,9 @@ import numpy as np
 from pipeline.data.dataset import sha256_file
 
 FACTS_FILE = "facts.jsonl"
+# Sizes and mtimes differ on every write, so they live beside the facts in a file .dvcignore leaves
+# out: the dataset's DVC hash (its version id) stays a function of its content alone.
+STATS_FILE = "facts.stat.jsonl"
 FILE_KEYS = ("image_path", "clean_path", "mask_path", "label_path")
 LABEL_VALUES = (0, 1, 2)            # background, face, occluder
 OCCLUDER_LABEL = 2
@@ -86,18 +89,31 @@ def record_facts(root: Path, row: dict[str, Any], arrays: dict[str, np.ndarray])
 
 def write_facts(root: Path, records: list[dict[str, Any]]) -> Path:
     path = root / FACTS_FILE
-    with open(path, "w", encoding="utf-8") as handle:
+    with open(path, "w", encoding="utf-8") as facts, open(root / STATS_FILE, "w", encoding="utf-8") as stats:
         for record in records:
-            handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+            facts.write(json.dumps({k: v for k, v in record.items() if k != "stats"}, separators=(",", ":")) + "\n")
+            stats.write(json.dumps({"id": record["id"], "stats": record.get("stats")}, separators=(",", ":")) + "\n")
     return path
 
 
+def _read_jsonl(path: Path) -> dict[str, dict[str, Any]]:
+    return {record["id"]: record for record in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if record}
+
+
 def read_facts(root: Path) -> dict[str, dict[str, Any]]:
-    """id -> recorded facts; empty when the dataset has none (or they cannot be read: measure instead)."""
+    """id -> recorded facts, with the files' stats where they were kept (a pulled or checked-out
+    dataset has none: its hashes stand in); empty when the facts are missing or unreadable."""
     path = root / FACTS_FILE
     if not path.is_file():
         return {}
     try:
-        return {record["id"]: record for record in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if record}
+        records = _read_jsonl(path)
     except (json.JSONDecodeError, KeyError, TypeError):
         return {}
+    try:
+        stats = _read_jsonl(root / STATS_FILE) if (root / STATS_FILE).is_file() else {}
+    except (json.JSONDecodeError, KeyError, TypeError):
+        stats = {}
+    for identifier, record in records.items():
+        record["stats"] = stats.get(identifier, {}).get("stats")
+    return records

@@ -26,7 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.data.dataset import SPLITS, read_manifest
-from pipeline.data.facts import file_hashes, file_stats, read_facts, sample_facts
+from pipeline.data.facts import FILE_KEYS, file_hashes, file_stats, read_facts, sample_facts
 from pipeline.errors import DeoccludeError
 
 SUITE_PREFIX = "deocclude_"
@@ -85,7 +85,8 @@ def _image_facts(root: Path, row: dict[str, str], recorded: dict[str, Any] | Non
     mask binary and aligned, label values allowed and agreeing with the mask. Facts recorded when
     the files were written (facts.jsonl) stand for files whose size and mtime, or else sha256,
     still match; any other file is decoded and measured here."""
-    if recorded is not None and recorded.get("stats") == file_stats(root, row) and all(recorded["stats"].values()):
+    if (recorded is not None and recorded.get("stats") == file_stats(root, row) and all(recorded["stats"].values())
+            and set(recorded.get("files") or {}) == set(FILE_KEYS)):
         return {**recorded["facts"], "sha256_matches_file": recorded["files"]["image_path"] == row["sha256"]}
     hashes = file_hashes(root, row)
     if recorded is not None and recorded.get("files") == hashes and all(hashes.values()):
