@@ -35,6 +35,8 @@ ARCHITECTURES = {  # name -> (task, paper-size arguments)
     "patchgan": ("discriminator", {}),
     "isnet": ("inpainter", {}),
     "isnet-patchgan": ("discriminator", {}),
+    "mmrm-unet": ("inpainter", {}),        # paper 002's size: width 64, depth 6 (the paper-mmrm profile)
+    "sn-patchgan": ("discriminator", {}),
 }
 PROGRESSIVE_HOLE = 0.4   # a large hole, where the paper says the algorithm helps
 
