@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.data.facts import STATS_FILE   # write-time stats, left out of DVC by .dvcignore
 from tests.conftest import BIN, deocclude, make_project, project_env
 
 BUCKET = "deocclude-remote-tests"
@@ -119,7 +120,7 @@ def remote_env(root: Path, server: S3Server, secret: str) -> dict[str, str]:
 
 def snapshot(root: Path, *folders: str) -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for folder in folders
-            for path in sorted((root / folder).rglob("*")) if path.is_file()}
+            for path in sorted((root / folder).rglob("*")) if path.is_file() and path.name != STATS_FILE}
 
 
 def assert_cache_intact(root: Path) -> None:
