@@ -107,16 +107,19 @@ class OptimizerConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
+    schedule: str = "constant"         # per step: constant | onecycle (warm-up to lr, then anneal) | cosine
+    warmup: float = 0.15               # onecycle: the share of the steps spent warming up
 
 
-PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
+PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
     """How Lightning runs one training section: hardware, numerics and data loading."""
 
-    precision: str = "32"              # "bf16-mixed": autocast, fp32 weights (CPUs with AVX-512 bf16, GPUs)
+    precision: str = "32"              # "bf16-mixed": autocast, fp32 weights (CPUs with AVX-512 bf16, GPUs);
+                                       # "auto": bf16-mixed where the hardware has fast bf16, else "32"
     accelerator: str = "auto"          # cpu | gpu | auto
     devices: int | str = 1
     strategy: str = "auto"             # e.g. ddp for several devices or nodes
@@ -138,6 +141,7 @@ class NetworkTrainingConfig:
     trainer: TrainerConfig = TrainerConfig()
     resolution: int | None = None      # training resolution; None trains at data.resolution
     pretrained: bool = False
+    hflip: bool = False                # flip a random half of each training batch left-right
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ class FinetuneConfig:
     optimizer: OptimizerConfig
     loss_weights: dict[str, float] | None = None   # None: the inpainter's
     trainer: TrainerConfig = TrainerConfig()
+    hflip: bool = False
 
 
 @dataclass(frozen=True)
@@ -396,6 +401,10 @@ def _check(cfg: Config, source: Path) -> None:
         _require(section.optimizer.lr > 0, source, f"{name}.optimizer.lr must be > 0, got {section.optimizer.lr}")
         _require(section.optimizer.name in ("adam", "sgd"), source,
                  f"{name}.optimizer.name must be adam or sgd, got {section.optimizer.name!r}")
+        _require(section.optimizer.schedule in ("constant", "onecycle", "cosine"), source,
+                 f"{name}.optimizer.schedule must be constant, onecycle or cosine, got {section.optimizer.schedule!r}")
+        _require(0 < section.optimizer.warmup < 1, source,
+                 f"{name}.optimizer.warmup must be in (0, 1), got {section.optimizer.warmup}")
         _require(section.epochs >= 1, source, f"{name}.epochs must be >= 1, got {section.epochs}")
         _require(section.batch_size >= 1, source, f"{name}.batch_size must be >= 1, got {section.batch_size}")
         trainer = section.trainer

@@ -41,7 +41,8 @@ def run(cfg: Config) -> Path:
         module = JointFinetuneModule(inpainter.train(), segmenter, section.optimizer, weights, threshold,
                                      segmenter_resolution, opening_kernel, discriminator=discriminator, feature_extractor=features,
                                      adversarial_loss=cfg.inpainter.adversarial_loss,
-                                     discriminator_lr_scale=cfg.inpainter.discriminator.lr_scale if cfg.inpainter.discriminator else 1.0)
+                                     discriminator_lr_scale=cfg.inpainter.discriminator.lr_scale if cfg.inpainter.discriminator else 1.0,
+                                     hflip=section.hflip)
         history = fit(module, "finetune", section, train, val, resolution, cfg.seed, cfg.registry, mlflow_run.info.run_id,
                       paths.models, determined_by={"inpainter": cfg.inpainter}, inputs=[paths.segmenter, paths.inpainter])
         inpainter.eval()

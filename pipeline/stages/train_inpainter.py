@@ -65,7 +65,8 @@ def fit_inpainter(cfg: Config, training: InpainterTraining, stage: str, run_id: 
     """Train the prepared networks, logging to MLflow run `run_id`; the best epoch's weights are kept."""
     section = training.section
     module = InpainterModule(training.net, section.optimizer, training.weights, training.discriminator, training.features,
-                             section.adversarial_loss, section.discriminator.lr_scale if section.discriminator else 1.0)
+                             section.adversarial_loss, section.discriminator.lr_scale if section.discriminator else 1.0,
+                             hflip=section.hflip)
     return fit(module, stage, section, training.train, training.val, training.resolution, cfg.seed, cfg.registry, run_id,
                models_dir, callbacks=callbacks)
 

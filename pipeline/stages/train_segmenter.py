@@ -27,7 +27,8 @@ def run(cfg: Config) -> Path:
     params = {**as_flat_dict(section, "segmenter."), "seed": cfg.seed, "profile": cfg.profile,
               "parameters": count_parameters(net), "training_resolution": resolution}
     with stage_run(cfg, "train_segmenter", params) as mlflow_run:
-        module = SegmenterModule(net, section.optimizer, section.loss_weights, section.threshold, section.opening_kernel)
+        module = SegmenterModule(net, section.optimizer, section.loss_weights, section.threshold, section.opening_kernel,
+                                 hflip=section.hflip)
         history = fit(module, "train_segmenter", section, train, val, resolution, cfg.seed, cfg.registry, mlflow_run.info.run_id,
                       paths.models)
         net.eval()

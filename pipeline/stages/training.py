@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import mlflow
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
@@ -26,9 +27,10 @@ from pipeline.data.dataset import MANIFEST, SplitFiles, sha256_file
 from pipeline.evaluation.report import save_grid, write_csv
 from pipeline.losses.perceptual import VGG19Features
 from pipeline.models.registry import create_model, list_models
-from pipeline.registry.tracking import lightning_logger, log_artifact, log_metrics
+from pipeline.registry.tracking import lightning_logger, log_artifact, log_metrics, set_tags
 from pipeline.training.callbacks import AtomicCheckpointIO, EpochProgress
 from pipeline.training.history import EpochHistory
+from pipeline.training.precision import resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +163,10 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
     resume_dir = models_dir / RESUME_DIRECTORY / f"{stage}-{fingerprint}"
     last = resume_dir / "last.ckpt"
     hardware = section.trainer
+    precision = resolve_precision(hardware.precision, hardware.accelerator)
+    logger.info("%s: training in precision %s (trainer.precision %s)", stage, precision, hardware.precision)
+    if mlflow.active_run() is not None:
+        set_tags({f"{stage}.precision": precision})
     data = OcclusionDataModule(train, val, resolution, section.batch_size, seed, hardware.num_workers, hardware.pin_memory)
     history = EpochHistory()
     with quiet_lightning():
@@ -168,7 +174,7 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
                                save_top_k=1, save_last=True, save_on_train_epoch_end=True,
                                auto_insert_metric_name=False, enable_version_counter=False)
         trainer = L.Trainer(
-            max_epochs=section.epochs, precision=hardware.precision, accelerator=hardware.accelerator,
+            max_epochs=section.epochs, precision=precision, accelerator=hardware.accelerator,
             devices=hardware.devices, strategy=hardware.strategy, num_nodes=hardware.num_nodes,
             # "warn", not True: CUDA has no deterministic backward for bilinear upsampling (SOCLNET, IFACENET).
             deterministic="warn",

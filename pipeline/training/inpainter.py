@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import lightning as L
 import torch
@@ -21,7 +22,8 @@ from pipeline.losses.reconstruction import hole_valid_l1, total_variation, weigh
 from pipeline.models.unet import compose_known_pixels
 from pipeline.config import OptimizerConfig
 from pipeline.models.layers import clip_batch_instance_gates
-from pipeline.training.optim import build_optimizer
+from pipeline.training.augment import flip_half
+from pipeline.training.optim import build_optimizer, lightning_optimizers
 
 
 class InpainterModule(L.LightningModule):
@@ -39,8 +41,9 @@ class InpainterModule(L.LightningModule):
 
     def __init__(self, net: nn.Module, optimizer: OptimizerConfig, loss_weights: dict[str, float],
                  discriminator: nn.Module | None = None, feature_extractor: VGG19Features | None = None,
-                 adversarial_loss: str = "bce", discriminator_lr_scale: float = 1.0) -> None:
+                 adversarial_loss: str = "bce", discriminator_lr_scale: float = 1.0, hflip: bool = False) -> None:
         super().__init__()
+        self.hflip = hflip
         self.discriminator_lr_scale = discriminator_lr_scale
         self.net = net
         self.discriminator = discriminator
@@ -74,6 +77,8 @@ class InpainterModule(L.LightningModule):
                  sync_dist=True)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.hflip:
+            batch = flip_half(batch, self.global_step)
         mask = self.occluder_mask_for(batch)
         prediction = self.net(batch["occluded_image"], mask)
         terms = self.reconstruction_terms(prediction, batch["clean_image"], mask)
@@ -94,6 +99,8 @@ class InpainterModule(L.LightningModule):
         generator_optimizer.zero_grad()
         self.manual_backward(loss)
         generator_optimizer.step()
+        for schedule in _as_list(self.lr_schedulers()):
+            schedule.step()
         self.discriminator.requires_grad_(True)
         terms["discriminator"] = discriminator_loss.detach()
         self._log_terms(terms, loss, "train", batch_size)
@@ -114,12 +121,16 @@ class InpainterModule(L.LightningModule):
     def on_train_batch_end(self, outputs: object, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         clip_batch_instance_gates(self)  # after the optimizer steps, for networks with batch-instance norm
 
-    def configure_optimizers(self) -> torch.optim.Optimizer | list[torch.optim.Optimizer]:
-        generator_optimizer = build_optimizer(self.net.parameters(), self.optimizer_settings)
-        if self.discriminator is None:
-            return generator_optimizer
-        discriminator_settings = replace(self.optimizer_settings, lr=self.optimizer_settings.lr * self.discriminator_lr_scale)
-        return [generator_optimizer, build_optimizer(self.discriminator.parameters(), discriminator_settings)]
+    def _scheduled_steps(self) -> int | float:
+        return 0 if self.optimizer_settings.schedule == "constant" else self.trainer.estimated_stepping_batches
+
+    def configure_optimizers(self) -> Any:
+        optimizers = [build_optimizer(self.net.parameters(), self.optimizer_settings)]
+        if self.discriminator is not None:
+            discriminator_settings = replace(self.optimizer_settings, lr=self.optimizer_settings.lr * self.discriminator_lr_scale)
+            optimizers.append(build_optimizer(self.discriminator.parameters(), discriminator_settings))
+        # Manual optimisation (the GAN) steps every schedule once a batch, in training_step.
+        return lightning_optimizers(optimizers, self.optimizer_settings, self._scheduled_steps())
 
 
 class JointFinetuneModule(InpainterModule):
@@ -142,3 +153,9 @@ class JointFinetuneModule(InpainterModule):
         super().train(mode)
         self.segmenter.eval()  # frozen: its norm statistics stay those it was trained with
         return self
+
+
+def _as_list(schedules: Any) -> list[Any]:
+    if schedules is None:
+        return []
+    return list(schedules) if isinstance(schedules, list) else [schedules]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
 from torch import nn
@@ -12,7 +14,8 @@ from pipeline.losses.reconstruction import weighted_sum
 from pipeline.losses.segmentation import bce_dice, occluder_logits
 from pipeline.config import OptimizerConfig
 from pipeline.models.layers import clip_batch_instance_gates
-from pipeline.training.optim import build_optimizer
+from pipeline.training.augment import flip_half
+from pipeline.training.optim import build_optimizer, lightning_optimizers
 
 
 class SegmenterModule(L.LightningModule):
@@ -21,8 +24,9 @@ class SegmenterModule(L.LightningModule):
     monitor_mode = "max"
 
     def __init__(self, net: nn.Module, optimizer: OptimizerConfig, loss_weights: dict[str, float],
-                 threshold: float = 0.5, opening_kernel: int = 0) -> None:
+                 threshold: float = 0.5, opening_kernel: int = 0, hflip: bool = False) -> None:
         super().__init__()
+        self.hflip = hflip
         self.net = net
         self.optimizer_settings = optimizer
         self.threshold = threshold
@@ -51,6 +55,8 @@ class SegmenterModule(L.LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.hflip:
+            batch = flip_half(batch, self.global_step)
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -59,5 +65,9 @@ class SegmenterModule(L.LightningModule):
     def on_train_batch_end(self, outputs: object, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         clip_batch_instance_gates(self.net)  # after the optimizer step (paper 003's SA-UNet)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.net.parameters(), self.optimizer_settings)
+    def _scheduled_steps(self) -> int | float:
+        return 0 if self.optimizer_settings.schedule == "constant" else self.trainer.estimated_stepping_batches
+
+    def configure_optimizers(self) -> Any:
+        return lightning_optimizers([build_optimizer(self.net.parameters(), self.optimizer_settings)],
+                                    self.optimizer_settings, self._scheduled_steps())
