@@ -48,6 +48,35 @@ def test_paper_profile_reproduces_paper_000_settings(tmp_path):
     assert cfg.registry.experiment == "deocclude" and cfg.data.occluders["hand"] == 2
 
 
+@pytest.mark.parametrize("profile", ["paper", "paper-sa-unet", "paper-mmrm", "paper-isnet"])
+def test_paper_profiles_train_as_the_papers_do_not_as_the_quick_profile(tmp_path, profile):
+    """The quick profile's one-cycle schedule, flips and pixel-only losses must not leak into a paper's profile."""
+    from tests.conftest import REPO
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = profile
+    cfg = load_config(write_params(tmp_path, params), env={})
+    for section in (cfg.segmenter, cfg.inpainter, cfg.finetune):
+        assert section.optimizer.schedule == "constant" and not section.hflip
+        assert section.trainer.precision == "32"
+    assert cfg.segmenter.arch in ("soclnet", "sa-unet")
+
+
+def test_standard_profile_is_the_quick_one_at_128_px_with_thousands_of_samples(tmp_path):
+    from tests.conftest import REPO
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    quick = load_config(write_params(tmp_path, params), env={})
+    params["profile"] = "standard"
+    standard = load_config(write_params(tmp_path, params), env={})
+    assert standard.data.resolution >= 128 and standard.data.count >= 1000
+    assert (standard.segmenter.arch, standard.inpainter.arch) == (quick.segmenter.arch, quick.inpainter.arch)
+    assert standard.segmenter.trainer.precision == standard.inpainter.trainer.precision == "auto"
+    assert standard.data.resolution % 2 ** standard.inpainter.arch_kwargs["depth"] == 0
+
+
 def test_sa_unet_profile_uses_paper_003_settings(tmp_path):
     from tests.conftest import REPO
     import yaml
@@ -99,7 +128,7 @@ def test_isnet_profile_uses_paper_004_settings(tmp_path):
     ({"segmenter": {"optimizer": {"lr": -1}}}, "segmenter.optimizer.lr must be > 0, got -1"),
     ({"segmenter": {"optimizer": {"name": "rmsprop"}}}, "segmenter.optimizer.name must be adam or sgd"),
     ({"inpainter": {"perceptual_fallback": "lpips"}}, "inpainter.perceptual_fallback must be random or none"),
-    ({"profile": "fast"}, "profile 'fast' is not defined under 'profiles' (defined: quick, paper, paper-sa-unet, paper-mmrm, paper-isnet)"),
+    ({"profile": "fast"}, "profile 'fast' is not defined under 'profiles' (defined: quick, standard, paper, paper-sa-unet, paper-mmrm, paper-isnet)"),
     ({"segmenter": {"opening_kernel": 6}}, "segmenter.opening_kernel must be 0 or an odd number > 1, got 6"),
     ({"inpainter": {"loss_weights": {"l1": 1.0, "lpips": 2.0}}}, "inpainter.loss_weights: unknown term(s) ['lpips']"),
     ({"registry": {"promote_metric": "end_to_end.fid"}}, "registry.promote_metric must be <group>.<metric>"),
