@@ -121,16 +121,13 @@ class InpainterModule(L.LightningModule):
     def on_train_batch_end(self, outputs: object, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         clip_batch_instance_gates(self)  # after the optimizer steps, for networks with batch-instance norm
 
-    def _scheduled_steps(self) -> int | float:
-        return 0 if self.optimizer_settings.schedule == "constant" else self.trainer.estimated_stepping_batches
-
     def configure_optimizers(self) -> Any:
         optimizers = [build_optimizer(self.net.parameters(), self.optimizer_settings)]
         if self.discriminator is not None:
             discriminator_settings = replace(self.optimizer_settings, lr=self.optimizer_settings.lr * self.discriminator_lr_scale)
             optimizers.append(build_optimizer(self.discriminator.parameters(), discriminator_settings))
         # Manual optimisation (the GAN) steps every schedule once a batch, in training_step.
-        return lightning_optimizers(optimizers, self.optimizer_settings, self._scheduled_steps())
+        return lightning_optimizers(optimizers, self.optimizer_settings, lambda: self.trainer.estimated_stepping_batches)
 
 
 class JointFinetuneModule(InpainterModule):

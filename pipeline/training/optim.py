@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -38,10 +38,11 @@ def build_schedule(optimizer: torch.optim.Optimizer, settings: OptimizerConfig,
 
 
 def lightning_optimizers(optimizers: list[torch.optim.Optimizer], settings: OptimizerConfig,
-                         total_steps: int | float) -> Any:
-    """What `configure_optimizers` returns: the optimizers, each with its per-step schedule when one is set."""
-    schedules = [build_schedule(optimizer, settings, total_steps) for optimizer in optimizers]
-    if schedules[0] is None:
+                         total_steps: Callable[[], int | float]) -> Any:
+    """What `configure_optimizers` returns: the optimizers, each with its per-step schedule when one
+    is set; `total_steps` is asked only then (a module not attached to a Trainer has none)."""
+    if settings.schedule == "constant":
         return optimizers[0] if len(optimizers) == 1 else optimizers
+    schedules = [build_schedule(optimizer, settings, total_steps()) for optimizer in optimizers]
     return [{"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
             for optimizer, schedule in zip(optimizers, schedules)]

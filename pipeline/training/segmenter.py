@@ -65,9 +65,6 @@ class SegmenterModule(L.LightningModule):
     def on_train_batch_end(self, outputs: object, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         clip_batch_instance_gates(self.net)  # after the optimizer step (paper 003's SA-UNet)
 
-    def _scheduled_steps(self) -> int | float:
-        return 0 if self.optimizer_settings.schedule == "constant" else self.trainer.estimated_stepping_batches
-
     def configure_optimizers(self) -> Any:
         return lightning_optimizers([build_optimizer(self.net.parameters(), self.optimizer_settings)],
-                                    self.optimizer_settings, self._scheduled_steps())
+                                    self.optimizer_settings, lambda: self.trainer.estimated_stepping_batches)
