@@ -9,8 +9,9 @@ one (`--size tiny`, TINY_IFACENET), with a 16-wide PatchGAN, trained here from s
 0.05 BCE adversarial, Adam 1e-3, batch 16). An existing --checkpoint is used as it is, so a model
 trained once (on a GPU, say) is benchmarked on the CPU with the same weights.
 
-The test: `render_identity` people (seed 2026), view 0 occluded (mask ratio 20-50 %, ground-truth
-masks), views 1..K clean as references; twice: views shifted by up to 4 px (`shifted`, the
+The test (pipeline/evaluation/same_identity.py, which the evaluate stage runs too): `render_identity`
+people (seed 2026), view 0 occluded (mask ratio 20-50 %, ground-truth masks), views 1..K clean as
+references; twice: views shifted by up to 4 px (`shifted`, the
 renderer's default) and all framed alike (`aligned`: background, exposure and camera still differ). Rows: plain inpainting (the encoder alone, paper 001's
 `enc`); latent optimisation without the prior (sigma 1e3, no realism term: the paper's
 `baseline`); reference-guided with params.yaml's `reference:` settings (the prior; paper 001's
@@ -31,41 +32,34 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import pipeline  # noqa: F401  (torchvision shim)
 from pipeline.config import ReferenceConfig, load_config
-from pipeline.data.dataset import image_to_tensor
-from pipeline.data.synthetic import render_identity, render_sample
-from pipeline.deocclusion import inpaint
-from pipeline.evaluation.metrics import inpainting_metrics
+from pipeline.data.synthetic import render_sample
 from pipeline.evaluation.perceptual import Unavailable, load_lpips
+from pipeline.evaluation.same_identity import (MASK_RATIOS, SameIdentityTest, build_same_identity_test, image_batch,
+                                               method_settings, score_method)
 from pipeline.losses.adversarial import ADVERSARIAL_LOSSES
 from pipeline.losses.reconstruction import hole_valid_l1
 from pipeline.models.checkpoint import NetworkSettings, load_checkpoint, load_discriminator, save_checkpoint
 from pipeline.models.registry import create_model
-from pipeline.reference import perceptual_extractor, reference_guided_inpaint
+from pipeline.reference import perceptual_extractor
 
 logger = logging.getLogger("benchmarks.reference_guided")
 SIZE = 64
 TRAIN_SEED, VALIDATION_SEED, TEST_SEED = 1000, 2025, 2026
-TEST_MASK_RATIOS = (0.2, 0.5)   # holes large enough that what is hidden matters
 TINY_IFACENET = {"tra_channels": 16, "shallow_channels": 16, "shallow_width": 8, "context_channels": 16,
                  "decoder_channels": 32, "resnet_layers": [1, 1, 1, 1], "resnet_width_per_group": 8}
 SWEEP_LR = (0.01, 0.03, 0.1)
 SWEEP_SIGMA = (0.25, 0.5, 1.0)
 
 
-def as_batch(images: list[np.ndarray]) -> torch.Tensor:
-    return torch.stack([image_to_tensor(image) for image in images])
-
-
 def train(arch_kwargs: dict, occluders: dict[str, float], seconds: float, samples: int, path: Path, device: str) -> None:
     torch.manual_seed(0)
     rendered = [render_sample(TRAIN_SEED, index, SIZE, occluders, (0.01, 0.6)) for index in range(samples)]
-    occluded = as_batch([s.occluded_image for s in rendered]).to(device)
-    clean = as_batch([s.clean_image for s in rendered]).to(device)
+    occluded = image_batch([s.occluded_image for s in rendered]).to(device)
+    clean = image_batch([s.clean_image for s in rendered]).to(device)
     masks = torch.stack([torch.from_numpy(s.occluder_mask > 0).float()[None] for s in rendered]).to(device)
     net = create_model("ifacenet", **arch_kwargs).to(device).train()
     discriminator = create_model("patchgan", width=16).to(device).train()
@@ -94,38 +88,10 @@ def train(arch_kwargs: dict, occluders: dict[str, float], seconds: float, sample
                     discriminator)
 
 
-def same_identity_test(seed: int, people: int, references: int, occluders: dict[str, float],
-                       max_shift: int | None = None) -> dict[str, object]:
-    """View 0 of each person occluded, its clean image and mask; views 1..references clean."""
-    targets = [render_identity(seed, person, 0, SIZE, occluders, TEST_MASK_RATIOS, max_shift=max_shift)
-               for person in range(people)]
-    return {
-        "occluded": as_batch([t.occluded_image for t in targets]),
-        "clean": as_batch([t.clean_image for t in targets]),
-        "masks": torch.stack([torch.from_numpy(t.occluder_mask > 0).float()[None] for t in targets]),
-        "references": [as_batch([render_identity(seed, person, view, SIZE, occluders, TEST_MASK_RATIOS, occluded=False,
-                                                 max_shift=max_shift).clean_image for view in range(1, references + 1)])
-                       for person in range(people)],
-    }
-
-
-def run_variant(net: torch.nn.Module, discriminator: torch.nn.Module, test: dict, settings: ReferenceConfig | None,
-                lpips) -> dict[str, float | str]:
-    occluded, clean, masks = test["occluded"], test["clean"], test["masks"]
-    start = time.perf_counter()
-    if settings is None:
-        output = inpaint(net, occluded, masks)
-    else:
-        extractor = perceptual_extractor(settings)
-        output = torch.cat([reference_guided_inpaint(net, occluded[i:i + 1], masks[i:i + 1], test["references"][i],
-                                                     settings, discriminator=discriminator, extractor=extractor)
-                            for i in range(len(occluded))])
-    seconds = (time.perf_counter() - start) / len(occluded)
-    metrics = inpainting_metrics(output, clean, masks)
-    row: dict[str, float | str] = {"seconds_per_image": seconds, "psnr_masked": metrics["psnr_masked"].mean().item(),
-                                   "ssim_masked": metrics["ssim_masked"].mean().item()}
-    row["local_lpips"] = lpips.reason if isinstance(lpips, Unavailable) else lpips(output, clean, masks).mean().item()
-    return row
+def run_variant(net: torch.nn.Module, discriminator: torch.nn.Module, test: SameIdentityTest,
+                settings: ReferenceConfig | None, lpips) -> dict[str, float | str]:
+    extractor = None if settings is None else perceptual_extractor(settings)
+    return score_method(net, test, settings, lpips, discriminator=discriminator, extractor=extractor)
 
 
 def main() -> None:
@@ -154,15 +120,16 @@ def main() -> None:
         logger.info("local LPIPS not measured: %s", lpips.reason)
 
     guided = cfg.reference if args.steps is None else replace(cfg.reference, steps=args.steps)
+    methods = method_settings(guided)
     variants: dict[str, ReferenceConfig | None] = {
-        "plain inpainting (encoder only)": None,
-        "latent optimisation, no prior, no realism": replace(guided, sigma=1e3, discriminator_weight=0.0),
-        "reference-guided (params.yaml)": guided,
+        "plain inpainting (encoder only)": methods["plain"],
+        "latent optimisation, no prior, no realism": methods["no_prior"],
+        "reference-guided (params.yaml)": methods["prior"],
         "reference-guided + realism 0.1 (paper 001's prior_disc)": replace(guided, discriminator_weight=0.1),
     }
     sweep = []
     if args.sweep:
-        validation = same_identity_test(VALIDATION_SEED, args.identities, args.references, occluders)
+        validation = build_same_identity_test(VALIDATION_SEED, args.identities, args.references, SIZE, occluders)
         for lr, sigma in itertools.product(SWEEP_LR, SWEEP_SIGMA):
             row = {"lr": lr, "sigma": sigma, **run_variant(net, discriminator, validation, replace(guided, lr=lr, sigma=sigma), lpips)}
             logger.info("validation %s", row)
@@ -173,7 +140,7 @@ def main() -> None:
 
     rows = []
     for framing, max_shift in (("shifted", None), ("aligned", 0)):
-        test = same_identity_test(TEST_SEED, args.identities, args.references, occluders, max_shift)
+        test = build_same_identity_test(TEST_SEED, args.identities, args.references, SIZE, occluders, max_shift)
         for name, settings in variants.items():
             row = {"framing": framing, "variant": name, **run_variant(net, discriminator, test, settings, lpips)}
             logger.info("test %s", row)
@@ -181,7 +148,7 @@ def main() -> None:
     result = {"machine": {"platform": platform.platform(), "device": args.device, "torch": torch.__version__,
                           "threads": torch.get_num_threads()},
               "model": {"training": saved.training_run_id, "arch_kwargs": saved.arch_kwargs, "resolution": SIZE},
-              "test": {"identities": args.identities, "references": args.references, "mask_ratios": TEST_MASK_RATIOS},
+              "test": {"identities": args.identities, "references": args.references, "mask_ratios": MASK_RATIOS},
               "reference": asdict(guided), "sweep": sweep, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

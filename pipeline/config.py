@@ -196,6 +196,13 @@ class EvaluationConfig:
     progressive_kernel: int = 15           # the dilation's kernel, odd (the paper's 15 at 256 px)
     progressive_min_hole_ratio: float = 0.2   # stop once the hole covers less of the image
     progressive_max_steps: int = 10        # predictions per image at most
+    # Paper 001's synthetic same-identity test (pipeline/evaluation/same_identity.py): plain inpainting
+    # against latent optimisation without and with the references' prior (reference: settings).
+    same_identity_people: int = 2          # people rendered, one occluded image each; 0: no test
+    same_identity_references: int = 3      # clean views of each person as references
+    # Adam steps per image; None: reference.steps. Fewer than `deocclude predict` takes: each is a forward
+    # and backward pass per image and method, and the quick profile's evaluation stays within minutes.
+    same_identity_steps: int | None = 20
 
 
 @dataclass(frozen=True)
@@ -449,6 +456,7 @@ def _check(cfg: Config, source: Path) -> None:
     _require(evaluation.progressive_max_steps >= 1, source,
              f"evaluation.progressive_max_steps must be >= 1, got {evaluation.progressive_max_steps}")
     _require(cfg.evaluation.telea_radius >= 1, source, f"evaluation.telea_radius must be >= 1, got {cfg.evaluation.telea_radius}")
+    _check_same_identity(evaluation, source)
     _require(cfg.validation.max_failing_examples >= 1, source,
              f"validation.max_failing_examples must be >= 1, got {cfg.validation.max_failing_examples}")
     kernel = cfg.segmenter.opening_kernel
@@ -474,6 +482,21 @@ def _check(cfg: Config, source: Path) -> None:
     _check_hpo(cfg.hpo, source)
     _check_drift(cfg.drift, source)
     _check_reference(cfg.reference, source)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_same_identity(evaluation: EvaluationConfig, source: Path) -> None:
+    people, references, steps = (evaluation.same_identity_people, evaluation.same_identity_references,
+                                 evaluation.same_identity_steps)
+    _require(_is_int(people) and people >= 0, source,
+             f"evaluation.same_identity_people must be an integer >= 0 (0: no same-identity test), got {people!r}")
+    _require(_is_int(references) and references >= 1, source,
+             f"evaluation.same_identity_references must be an integer >= 1, got {references!r}")
+    _require(steps is None or (_is_int(steps) and steps >= 1), source,
+             f"evaluation.same_identity_steps must be an integer >= 1 or null (null: reference.steps), got {steps!r}")
 
 
 def _check_reference(reference: ReferenceConfig, source: Path) -> None:

@@ -318,6 +318,39 @@ def _progressive(inputs: ReportInputs) -> str:
     return settings + table(header, rows) + f'<div class="charts">{chart}</div>' + timing
 
 
+SAME_IDENTITY_SCORES = ("psnr_masked", "ssim_masked", "l1_masked")
+
+
+def _same_identity(metrics: Mapping[str, Any]) -> str:
+    """Paper 001's synthetic same-identity test: a row per method, local LPIPS or why it is missing,
+    seconds per image (from latency.json); or why the test was skipped."""
+    record = metrics.get("same_identity")
+    if not record:
+        return ""
+    about = ('<p>Synthetic people rendered several times: view 0 occluded, views 1..K clean as the person\'s '
+             "references. It measures what the references add inside the occluder: the fine-tuned inpainter "
+             "alone against its latent optimised without and with their prior (paper 001's enc, baseline and "
+             "prior).</p>")
+    if "skipped" in record:
+        return about + f'<p class="unavailable">Skipped: {_e(record["skipped"])}</p>'
+    seconds = ((metrics.get("latency") or {}).get("same_identity") or {}).get("seconds_per_image", {})
+    scores = record.get("scores", {})
+    reason = next((row.get("local_lpips") for row in scores.values() if isinstance(row.get("local_lpips"), str)), None)
+    rows = [[_e(record.get("methods", {}).get(method, method)), *[_cell(row.get(k)) for k in SAME_IDENTITY_SCORES],
+             '<span class="unavailable">unavailable</span>' if reason else _cell(row.get("local_lpips")),
+             _cell(seconds.get(method))]
+            for method, row in scores.items()]
+    header = [*[f"{k} {'↓' if k in LOWER_IS_BETTER else '↑'}" for k in SAME_IDENTITY_SCORES], "local_lpips ↓",
+              "seconds/image"]
+    ratios = record.get("mask_ratios") or [0, 0]
+    settings = (f'<p class="note">{_e(record.get("people"))} people at {_e(record.get("resolution"))} px, '
+                f'{_e(record.get("references"))} references each, occluders over {ratios[0]:.0%}-{ratios[1]:.0%} '
+                f'of the image; {_e((record.get("settings") or {}).get("steps"))} Adam steps per image. Scores '
+                "inside the ground-truth occluder.</p>")
+    missing = f'<p class="unavailable">Local LPIPS unavailable: {_e(reason)}</p>' if reason else ""
+    return about + settings + table(["method", *header], rows, raw=True) + missing
+
+
 def _checks(metrics: Mapping[str, Any]) -> str:
     items = "".join(f'<li class="{"ok" if ok else "bad"}">{"✔" if ok else "✘"} {_e(name)}</li>'
                     for name, ok in (metrics.get("checks") or {}).items())
@@ -340,6 +373,8 @@ def render_report(inputs: ReportInputs, *, title: str = "De-occlusion evaluation
     sections.append(("Per-bin charts", _bin_charts(inputs, champion)))
     sections.append(("Every method, overall", _methods_table(metrics, methods)))
     sections.append(("Progressive reconstruction (paper 004): with and without", _progressive(inputs)))
+    sections.append(("Same identity: plain inpainting, latent optimisation, reference-guided (paper 001)",
+                     _same_identity(metrics)))
     figures = {figure.title: figure for figure in inputs.figures}
     if "samples" in figures:
         sections.append(("Samples", _figure(figures.pop("samples"))))

@@ -1,8 +1,10 @@
 """Stage evaluate: the test split end to end, against OpenCV Telea and Navier-Stokes and against
 ground-truth masks, by mask-ratio bin (paper 000's Table II, LPIPS and FID when their weights are
 cached) and by occluder type; the segmenter with and without its clean-up, and its Grad-CAM maps; the
-deocclusion path's latency; the photograph set (real faces with pasted objects) beside it. Writes
-metrics.json, per-image scores, the bin table for DVC plots, and the HTML report."""
+deocclusion path's latency; the photograph set (real faces with pasted objects) beside it; paper
+001's synthetic same-identity test (plain inpainting against latent optimisation without and with the
+references' prior). Writes metrics.json, per-image scores, the bin table for DVC plots, and the HTML
+report."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import json
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,8 @@ from torch import nn
 from pipeline.config import Config
 from pipeline.data.dataset import SplitFiles, SplitTensors, image_to_tensor, load_split
 from pipeline.data.photographs import build_photograph_set
-from pipeline.deocclusion import (Deoccluder, ProgressiveReconstruction, inpaint, mask_at, predict_masks,
-                                  progressive_steps, resize)
+from pipeline.deocclusion import (Deoccluder, ProgressiveReconstruction, inpaint, mask_at, network_device,
+                                  predict_masks, progressive_steps, resize)
 from pipeline.evaluation.bins import bin_index, bin_labels, mask_ratio_bins
 from pipeline.evaluation.gradcam import grad_cam, overlay
 from pipeline.evaluation.html_report import LATENCY_FILE, Champion, read_bins, render_report_from_dir
@@ -32,9 +34,14 @@ from pipeline.evaluation.metrics import (class_confusion, class_scores, inpainti
                                          segmentation_metrics)
 from pipeline.evaluation.perceptual import FidScorer, LpipsScorer, Unavailable, load_fid, load_lpips
 from pipeline.evaluation.report import markdown_table, save_grid, write_csv
+from pipeline.evaluation.same_identity import (MASK_RATIOS, build_same_identity_test, method_settings,
+                                               score_same_identity)
+from pipeline.evaluation.same_identity import METHODS as SAME_IDENTITY_METHODS
+from pipeline.evaluation.same_identity import SCORES as SAME_IDENTITY_SCORES
 from pipeline.evaluation.telea import navier_stokes_inpaint, telea_inpaint
 from pipeline.evaluation.timing import latency_record, timed
-from pipeline.models.checkpoint import load_checkpoint
+from pipeline.models.checkpoint import load_checkpoint, load_discriminator
+from pipeline.reference import ReferenceGuidanceError, check_invertible
 from pipeline.registry.mlflow_models import DEOCCLUSION_MODEL, champion_version, download_run_file, version_record
 from pipeline.registry.tracking import log_artifact, log_metrics
 from pipeline.stages.common import (Paths, data_version, flat_metrics, seed_everything, stage_run, write_json,
@@ -361,6 +368,38 @@ def per_image_rows(per_image: dict[str, dict[str, torch.Tensor]], split: SplitFi
     return rows
 
 
+def same_identity_test(cfg: Config, models: Models, lpips: LpipsScorer | Unavailable
+                       ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """Paper 001's same-identity test on the fine-tuned inpainter: its record for metrics.json (the
+    scores, the settings, or why it was skipped) and the seconds per image for latency.json (None when
+    skipped); None when evaluation.same_identity_people is 0."""
+    settings = cfg.evaluation
+    if settings.same_identity_people == 0:
+        return None
+    record: dict[str, Any] = {"people": settings.same_identity_people, "references": settings.same_identity_references,
+                              "resolution": cfg.data.resolution, "mask_ratios": list(MASK_RATIOS),
+                              "methods": dict(SAME_IDENTITY_METHODS)}
+    try:
+        check_invertible(models.finetuned)
+    except ReferenceGuidanceError as error:
+        logger.warning("same-identity test skipped: %s", error)
+        return {**record, "skipped": str(error)}, None
+    test = build_same_identity_test(cfg.seed, settings.same_identity_people, settings.same_identity_references,
+                                    cfg.data.resolution, cfg.data.occluders)
+    # The fine-tuned inpainter ships without its discriminator: the realism term is off unless one is there.
+    realism = models.inp.adversarial and cfg.reference.discriminator_weight > 0
+    discriminator = load_discriminator(Paths(cfg.root).finetuned_inpainter) if realism else None
+    rows = score_same_identity(models.finetuned, test, cfg.reference, lpips, settings.same_identity_steps,
+                               models.inp.resolution, discriminator)
+    used = asdict(method_settings(cfg.reference, settings.same_identity_steps)["prior"])
+    record["settings"] = {name: list(value) if isinstance(value, tuple) else value for name, value in used.items()}
+    record["realism_term"] = realism
+    record["scores"] = {method: {k: v for k, v in row.items() if k != "seconds_per_image"} for method, row in rows.items()}
+    timing = {"note": f"seconds per image, mean over the {len(test)} people, on {network_device(models.finetuned)}",
+              "seconds_per_image": {method: row["seconds_per_image"] for method, row in rows.items()}}
+    return record, timing
+
+
 def evaluation_device(cfg: Config) -> torch.device:
     if cfg.evaluation.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -426,6 +465,11 @@ def evaluate(cfg: Config) -> dict[str, Any]:
                                         settings.latency_batch_sizes, settings.latency_repeats)
     if progressive is not None:
         metrics["latency"]["progressive"] = progressive_latency(scored["progressive"]["seconds"], len(test), batch_size)
+    same_identity = same_identity_test(cfg, models, perceptual.lpips)
+    if same_identity is not None:
+        metrics["same_identity"], timing = same_identity
+        if timing:
+            metrics["latency"]["same_identity"] = timing
     return {"metrics": metrics, "bins": bins, "per_image": per_image_rows(scored["per_image"], test, edges),
             "grid": scored["grid"], "photograph_grid": photo_scored["grid"],
             "gradcam": {"images": shown_images, "maps": cams, "samples": metrics["gradcam"]["samples"],
@@ -472,6 +516,35 @@ at most {record['max_steps']} predictions. `gt_mask`: ground-truth mask; `end_to
 """
 
 
+SAME_IDENTITY_ABOUT = ("Synthetic people rendered several times: view 0 occluded, views 1..K clean as the "
+                       "person's references; it measures what the references add inside the occluder, the "
+                       "fine-tuned inpainter alone against its latent optimised without and with their prior "
+                       "(paper 001's enc, baseline and prior).")
+
+
+def same_identity_section(metrics: dict[str, Any]) -> str:
+    """Markdown: the same-identity test's rows with their seconds per image, or why it was skipped."""
+    record = metrics.get("same_identity")
+    if not record:
+        return ""
+    heading = "## Same identity (paper 001's synthetic test)\n\n" + SAME_IDENTITY_ABOUT
+    if "skipped" in record:
+        return f"{heading}\n\nSkipped: {record['skipped']}.\n"
+    seconds = ((metrics.get("latency") or {}).get("same_identity") or {}).get("seconds_per_image", {})
+    lpips_reason = next((row["local_lpips"] for row in record["scores"].values() if isinstance(row["local_lpips"], str)),
+                        None)
+    rows = [[record["methods"][method], *[row[k] for k in SAME_IDENTITY_SCORES],
+             "unavailable" if lpips_reason else row["local_lpips"], _cell(seconds.get(method))]
+            for method, row in record["scores"].items()]
+    table = markdown_table(["method", *SAME_IDENTITY_SCORES, "local_lpips", "s/image"], rows)
+    steps, ratios = record["settings"]["steps"], record["mask_ratios"]
+    about = (f"{record['people']} people at {record['resolution']} px, {record['references']} references each, "
+             f"occluders over {ratios[0]:.0%}-{ratios[1]:.0%} of the image; {steps} Adam steps per image. "
+             "Scores inside the ground-truth occluder.")
+    missing = f"\n\nLocal LPIPS unavailable: {lpips_reason}." if lpips_reason else ""
+    return f"{heading}\n\n{about}\n\n{table}{missing}\n"
+
+
 def render_report(cfg: Config, result: dict[str, Any], grid_name: str) -> str:
     metrics = result["metrics"]
     segmentation = metrics["segmentation"]
@@ -514,6 +587,8 @@ IoU: the occluder's, per image, averaged.
 {bin_text}
 
 {progressive_section(metrics, bins)}
+
+{same_identity_section(metrics)}
 
 ## Photograph set
 

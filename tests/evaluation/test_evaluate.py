@@ -4,6 +4,7 @@ and Chromium open), not how well the networks do."""
 
 import csv
 import json
+import math
 import re
 import subprocess
 
@@ -35,7 +36,8 @@ def evaluated(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("evaluate") / "project", {
         "data": {"mask_ratio_min": 0.01, "mask_ratio_max": 0.6},
         "evaluation": {"mask_ratio_bins": [0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "latency_repeats": 2,
-                       "progressive": True, "progressive_kernel": 3}})
+                       "progressive": True, "progressive_kernel": 3,
+                       "same_identity_people": 2, "same_identity_references": 2, "same_identity_steps": 2}})
     cfg = load_config(root / "params.yaml")
     generate.run(cfg)
     paths = Paths(cfg.root)
@@ -130,6 +132,43 @@ def test_progressive_reconstruction_is_scored_per_bin_beside_one_shot_with_its_l
     page = (directory / "report.html").read_text()
     assert "Progressive reconstruction (paper 004): with and without" in page
     assert "progressive ms/image" in page and "end_to_end_progressive psnr_masked" in page
+
+
+def test_the_same_identity_test_scores_three_methods_inside_the_occluder(evaluated):
+    from mlflow import MlflowClient
+
+    cfg, directory, metrics = evaluated
+    record = metrics["same_identity"]
+    assert (record["people"], record["references"], record["resolution"]) == (2, 2, cfg.data.resolution)
+    assert record["settings"]["steps"] == 2 and record["settings"]["sigma"] == cfg.reference.sigma
+    assert set(record["scores"]) == set(record["methods"]) == {"plain", "no_prior", "prior"}
+    lpips = metrics["perceptual"]["lpips"]
+    for method, row in record["scores"].items():
+        assert all(math.isfinite(row[name]) for name in ("psnr_masked", "ssim_masked", "l1_masked")), method
+        if lpips["available"]:
+            assert math.isfinite(row["local_lpips"])
+        else:   # no ImageNet weights in this test's torch cache: the reason, never a number
+            assert row["local_lpips"] == lpips["reason"] and "missing" in row["local_lpips"]
+        assert "seconds_per_image" not in row      # wall time: latency.json's
+    seconds = json.loads((directory / "latency.json").read_text())["same_identity"]["seconds_per_image"]
+    assert set(seconds) == set(record["scores"]) and all(value > 0 for value in seconds.values())
+
+    report = (directory / "report.md").read_text()
+    section = report.split("## Same identity (paper 001's synthetic test)")[1].split("\n## ")[0]
+    assert all(description in section for description in record["methods"].values())
+    assert "local_lpips" in section and "s/image" in section
+    page = (directory / "report.html").read_text()
+    assert "Same identity: plain inpainting, latent optimisation, reference-guided (paper 001)" in page
+    assert record["methods"]["prior"].replace("'", "&#x27;") in page and "seconds/image" in page
+    if not lpips["available"]:
+        assert "Local LPIPS unavailable" in section and "Local LPIPS unavailable" in page
+
+    client = MlflowClient(cfg.registry.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(cfg.registry.experiment).experiment_id],
+                              "attributes.run_name = 'evaluate'")
+    logged = runs[0].data.metrics
+    for method, row in record["scores"].items():
+        assert logged[f"same_identity.scores.{method}.psnr_masked"] == pytest.approx(row["psnr_masked"])
 
 
 def test_per_image_scores_one_row_per_image_and_method(evaluated):
