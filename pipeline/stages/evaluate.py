@@ -651,9 +651,16 @@ def champion_results(cfg: Config) -> Champion | None:
     except (LookupError, OSError, ValueError) as error:
         logger.warning("champion's recorded evaluation not shown: %s", error)
         return None
-    ours = data_version(cfg.root, Paths(cfg.root).dataset)
-    note = ("Tested on this same data version." if record.tags.get("data_version") == ours
-            else "Tested on another data version: compare with care.")
+    try:
+        ours: str | None = data_version(cfg.root, Paths(cfg.root).dataset)
+    except FileNotFoundError:   # evaluate run outside `dvc repro`: no recorded version to compare
+        ours = None
+    if ours is None:
+        note = "This evaluation's data version is not recorded (run outside `dvc repro`): compare with care."
+    elif record.tags.get("data_version") == ours:
+        note = "Tested on this same data version."
+    else:
+        note = "Tested on another data version: compare with care."
     return Champion(f"champion v{version}", metrics, bins, note)
 
 
