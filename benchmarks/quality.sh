@@ -2,7 +2,7 @@
 # Issue 9's quality floors, checked on the pipeline's real output. Run from the repository root:
 #   bash benchmarks/quality.sh            # the quick profile (`make run`): floors + its wall time (< 600 s)
 #   bash benchmarks/quality.sh standard   # the standard profile (128 px, about an hour on 2 CPU cores)
-# Cold: removes data/synthetic, models and reports, uses a private MLflow store, runs `deocclude run`
+# Cold: removes the dataset (data/dataset), models and reports, uses a private MLflow store, runs `deocclude run`
 # (the Prefect flow `make run` runs) under the profile, then prints the wall time, the evaluation's
 # tables and each floor. Exits 1 when a floor fails. The profile is set with `dvc exp`-free editing:
 # params.yaml is restored afterwards.
@@ -18,7 +18,7 @@ import re, sys
 text = open("params.yaml").read()
 open("params.yaml", "w").write(re.sub(r"(?m)^profile: .*$", f"profile: {sys.argv[1]}", text, count=1))
 PY
-rm -rf data/synthetic models reports
+rm -rf data/synthetic data/dataset models reports
 start=$(date +%s.%N)
 deocclude run > "$state/run.log" 2>&1 || { tail -50 "$state/run.log"; exit 1; }
 end=$(date +%s.%N)

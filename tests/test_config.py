@@ -77,6 +77,21 @@ def test_standard_profile_is_the_quick_one_at_128_px_with_thousands_of_samples(t
     assert standard.data.resolution % 2 ** standard.inpainter.arch_kwargs["depth"] == 0
 
 
+@pytest.mark.parametrize("profile, arch, discriminator", [("quick-ifacenet", "ifacenet", "patchgan"),
+                                                        ("quick-isnet", "isnet", "isnet-patchgan")])
+def test_each_papers_inpainter_has_a_quick_profile(tmp_path, profile, arch, discriminator):
+    from tests.conftest import REPO
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    quick = load_config(write_params(tmp_path, params), env={})
+    params["profile"] = profile
+    cfg = load_config(write_params(tmp_path, params), env={})
+    assert (cfg.inpainter.arch, cfg.inpainter.discriminator.arch) == (arch, discriminator)
+    assert cfg.inpainter.perceptual_weights == "random" and {"perceptual", "style", "adversarial"} <= set(cfg.inpainter.loss_weights)
+    assert (cfg.data, cfg.segmenter, cfg.inpainter.epochs) == (quick.data, quick.segmenter, quick.inpainter.epochs)
+
+
 def test_sa_unet_profile_uses_paper_003_settings(tmp_path):
     from tests.conftest import REPO
     import yaml
@@ -128,7 +143,7 @@ def test_isnet_profile_uses_paper_004_settings(tmp_path):
     ({"segmenter": {"optimizer": {"lr": -1}}}, "segmenter.optimizer.lr must be > 0, got -1"),
     ({"segmenter": {"optimizer": {"name": "rmsprop"}}}, "segmenter.optimizer.name must be adam or sgd"),
     ({"inpainter": {"perceptual_fallback": "lpips"}}, "inpainter.perceptual_fallback must be random or none"),
-    ({"profile": "fast"}, "profile 'fast' is not defined under 'profiles' (defined: quick, standard, paper, paper-sa-unet, paper-mmrm, paper-isnet)"),
+    ({"profile": "fast"}, "profile 'fast' is not defined under 'profiles' (defined: quick, standard, quick-ifacenet, quick-isnet, paper, paper-sa-unet, paper-mmrm, paper-isnet)"),
     ({"segmenter": {"opening_kernel": 6}}, "segmenter.opening_kernel must be 0 or an odd number > 1, got 6"),
     ({"inpainter": {"loss_weights": {"l1": 1.0, "lpips": 2.0}}}, "inpainter.loss_weights: unknown term(s) ['lpips']"),
     ({"registry": {"promote_metric": "end_to_end.fid"}}, "registry.promote_metric must be <group>.<metric>"),
