@@ -111,6 +111,7 @@ class OptimizerConfig:
     warmup: float = 0.15               # onecycle: the share of the steps spent warming up
 
 
+SCHEDULES = ("constant", "onecycle", "cosine")
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 
 
@@ -408,8 +409,8 @@ def _check(cfg: Config, source: Path) -> None:
         _require(section.optimizer.lr > 0, source, f"{name}.optimizer.lr must be > 0, got {section.optimizer.lr}")
         _require(section.optimizer.name in ("adam", "sgd"), source,
                  f"{name}.optimizer.name must be adam or sgd, got {section.optimizer.name!r}")
-        _require(section.optimizer.schedule in ("constant", "onecycle", "cosine"), source,
-                 f"{name}.optimizer.schedule must be constant, onecycle or cosine, got {section.optimizer.schedule!r}")
+        _require(section.optimizer.schedule in SCHEDULES, source,
+                 f"{name}.optimizer.schedule must be one of {list(SCHEDULES)}, got {section.optimizer.schedule!r}")
         _require(0 < section.optimizer.warmup < 1, source,
                  f"{name}.optimizer.warmup must be in (0, 1), got {section.optimizer.warmup}")
         _require(section.epochs >= 1, source, f"{name}.epochs must be >= 1, got {section.epochs}")

@@ -7,9 +7,7 @@ from typing import Any
 
 import torch
 
-from pipeline.config import OptimizerConfig
-
-SCHEDULES = ("constant", "onecycle", "cosine")
+from pipeline.config import SCHEDULES, OptimizerConfig
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], settings: OptimizerConfig) -> torch.optim.Optimizer:
