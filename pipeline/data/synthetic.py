@@ -5,8 +5,10 @@ dataset is reproducible whatever its size and any single sample can be re-render
 
 Realism that carries over to photographs: backgrounds, clothes, skin detail and occluders are
 textured with crops of real photographs that installed packages ship (never downloaded), lit and
-shaded; the head varies in position, scale, roll and yaw; occluder edges are hard, soft or
-semi-transparent; the camera adds blur, sensor noise and JPEG artefacts. The photographs that the
+shaded; half the faces are real faces (scikit-image's LFW crops) tinted to the skin tone, so that a
+photographic texture alone does not mark an occluder; the head varies in position, scale, roll and
+yaw; occluder edges are hard, soft or semi-transparent; the camera adds blur, sensor noise and JPEG
+artefacts, and one in ten is black and white. The photographs that the
 photograph test set is built from (`pipeline.data.photographs`) are never used here.
 
 The ground truth stays exact: degradations run on the clean scene and on the composite alike, and
@@ -49,6 +51,13 @@ TEXTURE_FILES: tuple[tuple[str, str], ...] = (
     ("skimage", "data/cell.png"), ("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images/flower.jpg"),
     ("matplotlib", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png"),
 )
+# Real faces: scikit-image's 100 LFW face crops (25x25 grey; the file's other 100 tiles are not faces),
+# stretched over the drawn face and tinted with its skin tone, so that photographic texture is not
+# by itself a sign of an occluder. Held-out test photographs (astronaut, camera, grace_hopper) are others.
+FACE_PHOTO_FILE = ("skimage", "data/lfw_subset.npy")
+FACE_PHOTO_COUNT = 100
+PHOTO_FACE_SHARE = 0.5      # faces drawn from a real face; the others are drawn feature by feature
+MONOCHROME_SHARE = 0.1      # black-and-white cameras (the photograph set's cameraman is one)
 TEXTURE_SIDE = 192  # shorter side of a loaded texture: room for crops up to the standard profile's size
 
 
@@ -71,6 +80,13 @@ def load_photo(path: Path, shorter_side: int | None = None) -> np.ndarray:
             scale = shorter_side / min(image.size)
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BICUBIC)
         return np.asarray(image, dtype=np.uint8)
+
+
+@lru_cache(maxsize=1)
+def face_photos() -> np.ndarray:
+    """(100, 25, 25) float32 grey levels 0..255 of real faces."""
+    tiles = np.load(package_file(*FACE_PHOTO_FILE))[:FACE_PHOTO_COUNT]
+    return (tiles * 255).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -187,6 +203,21 @@ def _skin_layer(rng: np.random.Generator, size: int, layout: FaceLayout) -> np.n
     return skin
 
 
+def _photo_face_layer(rng: np.random.Generator, size: int, layout: FaceLayout) -> np.ndarray:
+    """A real face stretched over the face box, its grey levels tinted with the skin tone."""
+    tile = face_photos()[int(rng.integers(FACE_PHOTO_COUNT))]
+    if rng.random() < 0.5:
+        tile = tile[:, ::-1]
+    width = max(2, int(round(layout.half_width * 2.1)))
+    height = max(2, int(round(layout.half_height * 2.1)))
+    canvas = Image.new("L", (size, size), int(tile.mean()))
+    canvas.paste(Image.fromarray(tile.astype(np.uint8)).resize((width, height), Image.BICUBIC),
+                 (int(round(layout.feature_x - width / 2)), int(round(layout.cy - height / 2))))
+    relative = np.asarray(canvas, dtype=np.float32) / max(float(tile.mean()), 1.0)
+    contrast = rng.uniform(0.7, 1.1)
+    return layout.skin[None, None, :] * (1 + (relative[..., None] - 1) * contrast) * rng.uniform(0.9, 1.15)
+
+
 def _draw_face(rng: np.random.Generator, size: int, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, FaceLayout]:
     """Render a clean head and shoulders over the background; return the image, the face label
     mask and where the features are."""
@@ -237,6 +268,8 @@ def _draw_face(rng: np.random.Generator, size: int, background: np.ndarray) -> t
         hair_px |= np.asarray(alpha) > 0
     neck_px = (np.asarray(alpha) > 0) & ~hair_px & ~face_px
     skin_rgb = _skin_layer(rng, size, layout)
+    photo_face = rng.random() < PHOTO_FACE_SHARE
+    face_rgb = _photo_face_layer(rng, size, layout) if photo_face else skin_rgb
     hair_rgb = hair[None, None, :] * (0.7 + 0.6 * photo_crop(rng, size, zoom=(0.1, 0.5)).mean(axis=2, keepdims=True) / 255)
     if hair_style == 4:
         hair_rgb = hair_rgb * (0.8 + 0.4 * (np.sin(np.mgrid[0:size, 0:size][1] * rng.uniform(1, 2)) > 0)[..., None])
@@ -246,7 +279,7 @@ def _draw_face(rng: np.random.Generator, size: int, background: np.ndarray) -> t
     image[body_px] = clothes[body_px]
     image[neck_px] = skin_rgb[neck_px] * 0.8
     image[hair_px & ~(np.asarray(fringe) > 0)] = hair_rgb[hair_px & ~(np.asarray(fringe) > 0)]
-    image[face_px] = skin_rgb[face_px]
+    image[face_px] = face_rgb[face_px]
     fringe_px = np.asarray(fringe) > 0
     image[fringe_px] = hair_rgb[fringe_px]
     face_label = face_px & ~fringe_px
@@ -254,31 +287,32 @@ def _draw_face(rng: np.random.Generator, size: int, background: np.ndarray) -> t
     # Features, drawn over the face.
     canvas = Image.fromarray(image.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
-    eye_r = hw * rng.uniform(0.1, 0.17)
-    iris = _color(rng.uniform([20, 20, 10], [120, 140, 160]))
-    for side in (-1, 1):
-        foreshortening = 1 - 0.5 * max(0.0, side * -yaw)   # the far eye narrows as the head turns
-        ex = fx + side * layout.eye_dx * (1 - 0.3 * abs(yaw))
-        rx = eye_r * 1.4 * foreshortening
-        draw.ellipse([ex - rx, layout.eye_y - eye_r * 0.8, ex + rx, layout.eye_y + eye_r * 0.8], fill=(235, 232, 225))
-        draw.ellipse([ex - eye_r * 0.6 * foreshortening, layout.eye_y - eye_r * 0.6, ex + eye_r * 0.6 * foreshortening,
-                      layout.eye_y + eye_r * 0.6], fill=iris)
-        draw.ellipse([ex - eye_r * 0.25, layout.eye_y - eye_r * 0.25, ex + eye_r * 0.25, layout.eye_y + eye_r * 0.25], fill=(10, 10, 10))
-        brow_y = layout.eye_y - eye_r * rng.uniform(1.5, 2.4)
-        draw.line([ex - rx * 1.1, brow_y + side * eye_r * rng.uniform(-0.3, 0.3), ex + rx * 1.1, brow_y],
-                  fill=_color(hair * 0.7), width=max(1, int(s / 48)))
-    nose_w = hw * rng.uniform(0.1, 0.2)
-    nose_x = fx + yaw * hw * 0.15
-    draw.polygon([(nose_x, layout.eye_y + eye_r), (nose_x - nose_w, layout.nose_y), (nose_x + nose_w, layout.nose_y)],
-                 fill=_color(skin * rng.uniform(0.7, 0.85)))
-    mouth_w = hw * rng.uniform(0.28, 0.48) * (1 - 0.3 * abs(yaw))
-    lips = _color(skin * np.array([0.85, 0.5, 0.5]) + np.array([40, 0, 0]) * rng.uniform(0, 1.5))
-    draw.chord([fx - mouth_w, layout.mouth_y - hh * 0.07, fx + mouth_w, layout.mouth_y + hh * 0.09],
-               0 if rng.random() < 0.5 else 180, 360 if rng.random() < 0.5 else 180, fill=lips)
-    if rng.random() < 0.2:  # a beard or moustache
-        draw.chord([fx - hw * 0.7, layout.nose_y, fx + hw * 0.7, cy + hh * 1.05], 0, 180, fill=_color(hair))
-        mouth_box = [fx - mouth_w, layout.mouth_y - hh * 0.07, fx + mouth_w, layout.mouth_y + hh * 0.09]
-        draw.chord(mouth_box, 0, 360, fill=lips)
+    if not photo_face:   # a real face brings its own eyes, nose and mouth
+        eye_r = hw * rng.uniform(0.1, 0.17)
+        iris = _color(rng.uniform([20, 20, 10], [120, 140, 160]))
+        for side in (-1, 1):
+            foreshortening = 1 - 0.5 * max(0.0, side * -yaw)   # the far eye narrows as the head turns
+            ex = fx + side * layout.eye_dx * (1 - 0.3 * abs(yaw))
+            rx = eye_r * 1.4 * foreshortening
+            draw.ellipse([ex - rx, layout.eye_y - eye_r * 0.8, ex + rx, layout.eye_y + eye_r * 0.8], fill=(235, 232, 225))
+            draw.ellipse([ex - eye_r * 0.6 * foreshortening, layout.eye_y - eye_r * 0.6, ex + eye_r * 0.6 * foreshortening,
+                          layout.eye_y + eye_r * 0.6], fill=iris)
+            draw.ellipse([ex - eye_r * 0.25, layout.eye_y - eye_r * 0.25, ex + eye_r * 0.25, layout.eye_y + eye_r * 0.25], fill=(10, 10, 10))
+            brow_y = layout.eye_y - eye_r * rng.uniform(1.5, 2.4)
+            draw.line([ex - rx * 1.1, brow_y + side * eye_r * rng.uniform(-0.3, 0.3), ex + rx * 1.1, brow_y],
+                      fill=_color(hair * 0.7), width=max(1, int(s / 48)))
+        nose_w = hw * rng.uniform(0.1, 0.2)
+        nose_x = fx + yaw * hw * 0.15
+        draw.polygon([(nose_x, layout.eye_y + eye_r), (nose_x - nose_w, layout.nose_y), (nose_x + nose_w, layout.nose_y)],
+                     fill=_color(skin * rng.uniform(0.7, 0.85)))
+        mouth_w = hw * rng.uniform(0.28, 0.48) * (1 - 0.3 * abs(yaw))
+        lips = _color(skin * np.array([0.85, 0.5, 0.5]) + np.array([40, 0, 0]) * rng.uniform(0, 1.5))
+        draw.chord([fx - mouth_w, layout.mouth_y - hh * 0.07, fx + mouth_w, layout.mouth_y + hh * 0.09],
+                   0 if rng.random() < 0.5 else 180, 360 if rng.random() < 0.5 else 180, fill=lips)
+        if rng.random() < 0.2:  # a beard or moustache
+            draw.chord([fx - hw * 0.7, layout.nose_y, fx + hw * 0.7, cy + hh * 1.05], 0, 180, fill=_color(hair))
+            mouth_box = [fx - mouth_w, layout.mouth_y - hh * 0.07, fx + mouth_w, layout.mouth_y + hh * 0.09]
+            draw.chord(mouth_box, 0, 360, fill=lips)
 
     # Roll: rotate the head (and body) about the face centre; the background stays.
     head = np.asarray(canvas, dtype=np.float32)
@@ -434,11 +468,13 @@ def _occluder_texture(variant: str, rng: np.random.Generator, size: int) -> np.n
 
 
 def _degrade(rng: np.random.Generator, size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """The camera: one blur, one noise field and one JPEG quality applied alike to several images."""
+    """The camera: one blur, one noise field, one JPEG quality and colour or black-and-white, applied
+    alike to several images."""
     blur = rng.uniform(0.3, 1.0) * size / 64 if rng.random() < 0.4 else 0.0
     noise = rng.normal(0, 1, (size, size, 3)).astype(np.float32) * rng.uniform(0, 6) + \
         rng.normal(0, 1, (size, size, 1)).astype(np.float32) * rng.uniform(0, 3)
     quality = int(rng.integers(35, 95)) if rng.random() < 0.5 else 0
+    monochrome = rng.random() < MONOCHROME_SHARE
 
     def degrade(image: np.ndarray) -> np.ndarray:
         picture = Image.fromarray(image.clip(0, 255).astype(np.uint8))
@@ -449,6 +485,8 @@ def _degrade(rng: np.random.Generator, size: int) -> Callable[[np.ndarray], np.n
             buffer = io.BytesIO()
             Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
             array = np.asarray(Image.open(buffer).convert("RGB"))
+        if monochrome:   # after noise and JPEG, so that no colour is left
+            array = np.asarray(Image.fromarray(array).convert("L").convert("RGB"))
         return array
 
     return degrade

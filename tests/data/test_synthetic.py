@@ -125,3 +125,41 @@ def test_one_identity_renders_the_same_face_with_and_without_its_occluder():
     same_face = np.abs(other_view.clean_image.astype(int) - clean.clean_image).mean()
     other_face = np.abs(other_person.clean_image.astype(int) - clean.clean_image).mean()
     assert 0 < same_face and 0 < other_face
+
+
+def test_real_faces_replace_drawn_ones_where_the_share_says(monkeypatch):
+    """A face photograph (here a left-to-right ramp, so it is easy to see) is stretched over the face
+    in the share of samples PHOTO_FACE_SHARE sets; drawn faces show no such ramp."""
+    import pipeline.data.synthetic as synthetic
+
+    ramp = np.tile(np.linspace(10, 250, 25, dtype=np.float32), (synthetic.FACE_PHOTO_COUNT, 25, 1))
+    monkeypatch.setattr(synthetic, "face_photos", lambda: ramp)
+
+    def left_right_gap(share: float) -> float:
+        monkeypatch.setattr(synthetic, "PHOTO_FACE_SHARE", share)
+        gaps = []
+        for index in range(8):
+            sample = render_sample(3, index, 64, {"box": 1.0}, (0.01, 0.05))
+            face = sample.label_map == FACE
+            columns = np.nonzero(face.any(axis=0))[0]
+            middle = (columns.min() + columns.max()) / 2
+            grey = sample.clean_image.mean(axis=2)
+            xx = np.arange(64)[None, :].repeat(64, 0)
+            gaps.append(abs(grey[face & (xx < middle)].mean() - grey[face & (xx > middle)].mean()))
+        return float(np.mean(gaps))
+
+    assert left_right_gap(1.0) > 3 * left_right_gap(0.0)
+
+
+def test_black_and_white_cameras_keep_the_ground_truth_exact(monkeypatch):
+    import pipeline.data.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "MONOCHROME_SHARE", 1.0)
+    for index in range(4):
+        sample = render_sample(5, index, 64, WEIGHTS, (0.1, 0.4))
+        for image in (sample.occluded_image, sample.clean_image):
+            assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+        mask = sample.occluder_mask > 0
+        np.testing.assert_array_equal(sample.occluded_image[~mask], sample.clean_image[~mask])
+    monkeypatch.setattr(synthetic, "MONOCHROME_SHARE", 0.0)
+    assert (render_sample(5, 0, 64, WEIGHTS, (0.1, 0.4)).clean_image.std(axis=2) > 0).any()
