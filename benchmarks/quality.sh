@@ -5,13 +5,13 @@
 # Cold: removes the dataset (data/dataset), models and reports, uses a private MLflow store, runs `deocclude run`
 # (the Prefect flow `make run` runs) under the profile, then prints the wall time, the evaluation's
 # tables and each floor. Exits 1 when a floor fails. The profile is set with `dvc exp`-free editing:
-# params.yaml is restored afterwards.
+# params.yaml is restored afterwards. The run's log, with each stage's time, is kept in reports/quality-<profile>.log.
 set -euo pipefail
 profile="${1:-quick}"
 export PATH="$PWD/.venv/bin:$PATH" GX_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
 state=$(mktemp -d)
 cp params.yaml "$state/params.yaml"
-trap 'cp "$state/params.yaml" params.yaml; rm -rf "$state"' EXIT
+trap 'cp "$state/params.yaml" params.yaml; mkdir -p reports; cp "$state/run.log" "reports/quality-$profile.log" 2>/dev/null; rm -rf "$state"' EXIT
 export MLFLOW_TRACKING_URI="sqlite:///$state/mlflow.db"
 python3 - "$profile" <<'PY'
 import re, sys
