@@ -2,7 +2,7 @@
 # Issue 9's quality floors, checked on the pipeline's real output. Run from the repository root:
 #   bash benchmarks/quality.sh            # the quick profile (`make run`): floors + its wall time (< 600 s)
 #   bash benchmarks/quality.sh standard   # the standard profile (128 px, about an hour on 2 CPU cores)
-# Cold: removes the dataset (data/dataset), models and reports, uses a private MLflow store, runs `deocclude run`
+# Cold: removes the dataset (data/dataset), models and reports, uses a private MLflow store and DVC cache, runs `deocclude run`
 # (the Prefect flow `make run` runs) under the profile, then prints the wall time, the evaluation's
 # tables and each floor. Exits 1 when a floor fails. The profile is set with `dvc exp`-free editing:
 # params.yaml is restored afterwards. The run's log, with each stage's time, is kept in reports/quality-<profile>.log.
@@ -11,7 +11,12 @@ profile="${1:-quick}"
 export PATH="$PWD/.venv/bin:$PATH" GX_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
 state=$(mktemp -d)
 cp params.yaml "$state/params.yaml"
-trap 'cp "$state/params.yaml" params.yaml; mkdir -p reports; cp "$state/run.log" "reports/quality-$profile.log" 2>/dev/null; rm -rf "$state"' EXIT
+# A DVC cache of its own (in .dvc/config.local, restored afterwards): DVC's run cache would otherwise
+# restore every stage whose inputs ran before, and the run would not be cold.
+if [ -f .dvc/config.local ]; then cp .dvc/config.local "$state/config.local"; fi
+restore_dvc_config='if [ -f "$state/config.local" ]; then cp "$state/config.local" .dvc/config.local; else rm -f .dvc/config.local; fi'
+trap 'cp "$state/params.yaml" params.yaml; eval "$restore_dvc_config"; mkdir -p reports; cp "$state/run.log" "reports/quality-$profile.log" 2>/dev/null; rm -rf "$state"' EXIT
+dvc config --local cache.dir "$state/dvc-cache"
 export MLFLOW_TRACKING_URI="sqlite:///$state/mlflow.db"
 python3 - "$profile" <<'PY'
 import re, sys
