@@ -78,6 +78,27 @@ def test_second_run_skips_every_stage_though_python_wrote_bytecode(project):
     assert "up to date" in dvc(root, "status").stdout
 
 
+def test_outputs_restored_from_the_run_cache_still_register_in_this_tracking_store(project, tmp_path):
+    """A rerun with the outputs deleted and another tracking store: DVC restores the stages whose inputs
+    ran before from its run cache, but never `register`, whose version lives in the store."""
+    root = tmp_path / "copy"
+    shutil.copytree(project[0], root, symlinks=True)
+    shutil.rmtree(root / "models")
+    shutil.rmtree(root / "reports")
+    store = f"sqlite:///{tmp_path / 'other.db'}"
+    result = deocclude(root, "run", env=project_env(root, MLFLOW_TRACKING_URI=store))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "stage train_segmenter: up to date, skipped" in output and (root / "models" / "segmenter.pt").is_file()
+    assert "stage register: ran" in output
+    registration = json.loads((root / "reports" / "registration.json").read_text())
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    assert client.get_run(registration["run_id"]).info.run_name == "register"
+    assert client.get_model_version("deocclusion", "1").run_id == registration["run_id"]
+
+
 def test_one_execution_is_one_parent_run_with_the_stage_runs_and_the_dataset(project):
     root, _ = project
     client = mlflow_client(root)
