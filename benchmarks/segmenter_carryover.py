@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 import pipeline  # noqa: F401  (torchvision shim)
+from architecture_probe import _iou as pooled_iou   # benchmarks/ is on sys.path when a script there runs
 from pipeline.data.photographs import build_photograph_set
 from pipeline.losses.segmentation import bce_dice
 from pipeline.models.registry import create_model
@@ -34,19 +35,6 @@ def load_split(root: Path, rows: list[dict[str, str]], split: str) -> tuple[torc
     images = np.stack([np.asarray(Image.open(root / row["image_path"]).convert("RGB")) for row in chosen])
     masks = np.stack([np.asarray(Image.open(root / row["mask_path"]).convert("L")) for row in chosen])
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(masks > 127)[:, None].float()
-
-
-def pooled_iou(net: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor) -> float:
-    net.eval()
-    hits = union = 0.0
-    with torch.no_grad():
-        for start in range(0, len(images), 64):
-            predicted = (net(images[start:start + 64])[:, -1:] > 0).float()
-            truth = masks[start:start + 64]
-            hits += float((predicted * truth).sum())
-            union += float(((predicted + truth) > 0).sum())
-    net.train()
-    return hits / max(union, 1.0)
 
 
 def main() -> None:
@@ -84,8 +72,8 @@ def main() -> None:
             (terms["bce"] + terms["dice"]).backward()
             optimizer.step()
             schedule.step()
-        print(f"epoch {epoch + 1}: {time.perf_counter() - started:.0f} s, test IoU {pooled_iou(net, test_images, test_masks):.3f}, "
-              f"photograph IoU {pooled_iou(net, photo_images, photo_masks):.3f}", flush=True)
+        print(f"epoch {epoch + 1}: {time.perf_counter() - started:.0f} s, test IoU {pooled_iou(net, test_images, test_masks, bf16=False):.3f}, "
+              f"photograph IoU {pooled_iou(net, photo_images, photo_masks, bf16=False):.3f}", flush=True)
     if args.grid:
         net.eval()
         with torch.no_grad():
