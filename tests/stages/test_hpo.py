@@ -4,11 +4,13 @@ TPE, pruning stops a trial early, and the quick profile's empty search changes n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -82,6 +84,18 @@ def start_worker(root: Path, log: Path, *args: str) -> subprocess.Popen:
                             env=project_env(root, OMP_NUM_THREADS="1"), stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+def study_created(db: Path, name: str) -> bool:
+    """Whether the worker has created study `name` in `db`, read without writing: Optuna's own readers
+    create the schema when it is missing and would race the worker creating it."""
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as connection:
+            return connection.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone() is not None
+    except sqlite3.OperationalError:    # no studies table yet, or locked while the worker writes it
+        return False
+
+
 def finish(worker: subprocess.Popen, log: Path, timeout: float = 240) -> None:
     assert worker.wait(timeout=timeout) == 0, log.read_text()[-4000:]
 
@@ -106,7 +120,7 @@ def test_a_killed_study_resumes_to_exactly_its_trials(dataset_root, tmp_path):
     while True:  # kill it while a second trial trains (its MLflow run open), after the first finished
         assert worker.poll() is None, log.read_text()[-4000:]
         assert time.monotonic() < deadline, log.read_text()[-4000:]
-        if (root / "optuna.db").exists() and name in [s.study_name for s in optuna.get_all_study_summaries(cfg.hpo.storage)]:
+        if study_created(root / "optuna.db", name):
             trials = load_study(cfg).trials
             if (sum(trial.state == TrialState.COMPLETE for trial in trials) >= 1
                     and any(trial.state == TrialState.RUNNING and hpo.STUDY_RUN_ATTR in trial.user_attrs for trial in trials)):
