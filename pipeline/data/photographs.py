@@ -3,7 +3,8 @@
 It measures whether what the models learn on synthetic faces carries over to photographs. Each
 image is a crop around a real face (scikit-image's astronaut and cameraman, matplotlib's Grace
 Hopper) with one object pasted over it: a silhouette from the generator's occluder shapes, filled
-with a crop of a photograph (scikit-image's coffee and chelsea) or a skin tone for a hand. The
+with a crop of a photograph (scikit-image's coffee and chelsea), a skin tone for a hand, or one
+shaded colour for a painted or plastic object (a red card, a blue cup). The
 object is pasted with a hard edge, so its mask is exact: the occluded image differs from the
 photograph only where the mask is set. None of these photographs is a training texture
 (`pipeline.data.synthetic.TEXTURE_FILES` holds them out).
@@ -30,6 +31,7 @@ from pipeline.data.synthetic import (
     load_photo,
     package_file,
     photo_crop,
+    plain_color,
 )
 
 
@@ -60,8 +62,10 @@ FACE_PHOTOS: tuple[FacePhoto, ...] = (
               eye_y=140, eye_dx=14, nose_y=160, mouth_y=178, yaw=0.8),
 )
 OBJECT_PHOTOS: tuple[tuple[str, str], ...] = (("skimage", "data/coffee.png"), ("skimage", "data/chelsea.png"))
-# One object per image, cycling: masks, hands, cups and phones, glasses, boxes and patches, hats, hair.
-OBJECT_KINDS = ("face_mask", "hand", "cup", "sunglasses", "box", "hand", "cup", "box")
+# One object per image, cycling: masks, hands, cups and phones, glasses, boxes and patches, each as
+# (occluder kind, fill): a photograph crop, a skin tone, or one plain colour.
+OBJECTS = (("face_mask", "photo"), ("hand", "skin"), ("cup", "photo"), ("sunglasses", "photo"), ("box", "photo"),
+           ("hand", "skin"), ("cup", "plain"), ("box", "plain"))
 TARGET_RATIOS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 
 
@@ -98,15 +102,17 @@ def photograph_sample(face: FacePhoto, number: int, resolution: int, seed: int) 
     face's own outline is not annotated)."""
     rng = np.random.default_rng([seed, number, sum(map(ord, face.name))])
     clean, layout = _face_crop(face, rng, resolution)
-    kind = OBJECT_KINDS[number % len(OBJECT_KINDS)]
+    kind, fill = OBJECTS[number % len(OBJECTS)]
     target = TARGET_RATIOS[number % len(TARGET_RATIOS)]
     fitted = _fit_mask(kind, rng, layout, resolution, target, (0.02, 0.6))
     if fitted is None:
         raise ValueError(f"photograph set: no {kind} of area {target} fits {face.name} at {resolution} px")
     mask, variant = fitted
-    if variant == "hand":
-        shade = np.linspace(0.85, 1.1, resolution, dtype=np.float32)[None, :, None]
+    shade = np.linspace(0.85, 1.1, resolution, dtype=np.float32)[None, :, None]
+    if fill == "skin":
         texture = SKIN_TONES[rng.integers(len(SKIN_TONES))][None, None, :] * shade * np.ones((resolution, 1, 1))
+    elif fill == "plain":
+        texture = plain_color(rng)[None, None, :] * shade * np.ones((resolution, 1, 1))
     else:
         texture = photo_crop(rng, resolution, _object_textures(), zoom=(0.3, 0.9))
     occluded = np.where(mask[..., None], texture.clip(0, 255).astype(np.uint8), clean)

@@ -157,6 +157,13 @@ def _color_jitter(rng: np.random.Generator, image: np.ndarray, strength: float =
     return image * rng.uniform(1 - strength, 1 + strength, 3) + rng.uniform(-30, 30) * strength
 
 
+def plain_color(rng: np.random.Generator) -> np.ndarray:
+    """One object colour, (3,) float: any hue, saturation leaning high, from dark to bright."""
+    hue, saturation, value = rng.uniform(0, 1), rng.uniform(0, 1) ** 0.5, rng.uniform(0.15, 1)
+    channel = np.clip(np.abs((hue * 6 + np.array([0, 4, 2])) % 6 - 3) - 1, 0, 1)    # HSV to RGB
+    return (value * (1 - saturation + saturation * channel) * 255).astype(np.float32)
+
+
 def _linear_shading(rng: np.random.Generator, size: int, low: float, high: float) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
     angle = rng.uniform(0, 2 * np.pi)
@@ -456,10 +463,10 @@ def _occluder_texture(variant: str, rng: np.random.Generator, size: int) -> np.n
     elif variant == "hair":
         texture = HAIR_COLORS[rng.integers(len(HAIR_COLORS))][None, None, :] * \
             (0.6 + 0.8 * photo_crop(rng, size, zoom=(0.1, 0.4)).mean(axis=2, keepdims=True) / 255)
-    elif photographic or variant in ("box", "patch"):
+    elif photographic or variant == "patch":
         texture = _color_jitter(rng, photo_crop(rng, size, zoom=(0.15, 0.8)), 0.3)
-    else:
-        texture = rng.uniform(0, 255, 3)[None, None, :] * np.ones((size, size, 1), np.float32)
+    else:   # a painted or plastic object: one colour, often saturated (a red card, a blue cup)
+        texture = plain_color(rng)[None, None, :] * np.ones((size, size, 1), np.float32)
         if variant == "strokes" and rng.random() < 0.5:
             yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
             stripes = (np.sin(xx * rng.uniform(10, 40) + yy * rng.uniform(0, 30)) > 0)[..., None]

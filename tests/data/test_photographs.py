@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.data.photographs import FACE_PHOTOS, build_photograph_set
+from pipeline.data.photographs import FACE_PHOTOS, OBJECTS, build_photograph_set
 from pipeline.data.synthetic import OCCLUDER
 
 
@@ -24,3 +24,22 @@ def test_pasted_object_masks_are_exact():
         assert changed[mask].mean() > 0.9, sample.occluder_type
         np.testing.assert_array_equal(sample.label_map == OCCLUDER, mask)
         assert 0.02 <= sample.mask_ratio <= 0.6
+
+
+def roughness(image: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |second difference| of brightness over the mask's interior, in grey levels: about 0 for
+    one colour under linear shading, more for any texture."""
+    grey = image.astype(np.float64).mean(axis=2)
+    second = np.abs(grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1])
+    inside = mask[1:-1, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:] & mask[:-2, 1:-1] & mask[2:, 1:-1]
+    return float(second[inside].mean())
+
+
+def test_some_pasted_objects_are_one_plain_colour():
+    samples = build_photograph_set(64, seed=0)
+    fills = [OBJECTS[index % len(OBJECTS)][1] for index in range(len(samples))]
+    values = {fill: [roughness(sample.occluded_image, sample.occluder_mask > 0)
+                     for sample, kind in zip(samples, fills) if kind == fill] for fill in set(fills)}
+    assert len(values["plain"]) == 2 * len(FACE_PHOTOS)
+    assert max(values["plain"]) < 1.0                   # one colour, only shaded (and rounded)
+    assert min(values["photo"]) > 2 * max(values["plain"])   # photograph crops have texture

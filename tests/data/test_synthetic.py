@@ -163,3 +163,16 @@ def test_black_and_white_cameras_keep_the_ground_truth_exact(monkeypatch):
         np.testing.assert_array_equal(sample.occluded_image[~mask], sample.clean_image[~mask])
     monkeypatch.setattr(synthetic, "MONOCHROME_SHARE", 0.0)
     assert (render_sample(5, 0, 64, WEIGHTS, (0.1, 0.4)).clean_image.std(axis=2) > 0).any()
+
+
+def test_boxes_are_photographic_or_one_plain_colour_and_patches_photographic():
+    import pipeline.data.synthetic as synthetic
+    from tests.data.test_photographs import roughness
+
+    def values(variant: str) -> list[float]:
+        return [roughness(synthetic._occluder_texture(variant, np.random.default_rng(seed), 32), np.ones((32, 32), bool))
+                for seed in range(40)]
+
+    plain = [value for value in values("box") if value < 1e-3]
+    assert 5 <= len(plain) <= 35                        # both kinds occur
+    assert min(values("patch")) > 0.1
