@@ -18,11 +18,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
+import torch
 from PIL import Image
 
+from pipeline.data.dataset import image_to_tensor
 from pipeline.data.photographs import FACE_PHOTOS, _photo
+from pipeline.evaluation.metrics import inpainting_metrics, iou
+from pipeline.evaluation.telea import telea_inpaint
 
 RECTANGLE_COLOURS = ((200, 30, 30), (30, 70, 180), (40, 40, 40))
 
@@ -43,12 +46,6 @@ def occluded_photograph(index: int, size: int) -> tuple[np.ndarray, np.ndarray, 
     occluded = clean.copy()
     occluded[mask] = RECTANGLE_COLOURS[index % len(RECTANGLE_COLOURS)]
     return clean, occluded, mask
-
-
-def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
-    difference = (a.astype(np.float64) - b.astype(np.float64)) / 255
-    squared = difference ** 2 if where is None else (difference ** 2)[where]
-    return float(10 * np.log10(1 / max(squared.mean(), 1e-10)))
 
 
 def main() -> None:
@@ -73,10 +70,13 @@ def main() -> None:
     for name, (clean, occluded, mask) in truth.items():
         output = np.asarray(Image.open(outputs / f"{name}.png").convert("RGB"))
         predicted = np.asarray(Image.open(outputs / f"{name}_mask.png").convert("L")) > 127
-        telea = cv2.inpaint(occluded, predicted.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
-        iou = (predicted & mask).sum() / max((predicted | mask).sum(), 1)
-        print(f"{name} | {iou:.3f} | {psnr(output, clean):.2f} / {psnr(telea, clean):.2f} / {psnr(occluded, clean):.2f} | "
-              f"{psnr(output, clean, mask):.2f} / {psnr(telea, clean, mask):.2f} / {psnr(occluded, clean, mask):.2f}")
+        true_mask, predicted_mask = (torch.from_numpy(m)[None, None].float() for m in (mask, predicted))
+        clean_t, occluded_t = image_to_tensor(clean)[None], image_to_tensor(occluded)[None]
+        scores = {method: inpainting_metrics(image, clean_t, true_mask) for method, image in (
+            ("ours", image_to_tensor(output)[None]), ("telea", telea_inpaint(occluded_t, predicted_mask)), ("input", occluded_t))}
+        whole = " / ".join(f"{scores[method]['psnr'].item():.2f}" for method in scores)
+        inside = " / ".join(f"{scores[method]['psnr_masked'].item():.2f}" for method in scores)
+        print(f"{name} | {iou(predicted_mask, true_mask).item():.3f} | {whole} | {inside}")
         rows.append(np.concatenate([occluded, np.repeat(predicted[..., None] * 255, 3, axis=2).astype(np.uint8), output, clean],
                                    axis=1))
     Image.fromarray(np.concatenate(rows, axis=0)).save(args.out / "grid.png")

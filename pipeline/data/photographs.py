@@ -108,11 +108,10 @@ def photograph_sample(face: FacePhoto, number: int, resolution: int, seed: int) 
     if fitted is None:
         raise ValueError(f"photograph set: no {kind} of area {target} fits {face.name} at {resolution} px")
     mask, variant = fitted
-    shade = np.linspace(0.85, 1.1, resolution, dtype=np.float32)[None, :, None]
-    if fill == "skin":
-        texture = SKIN_TONES[rng.integers(len(SKIN_TONES))][None, None, :] * shade * np.ones((resolution, 1, 1))
-    elif fill == "plain":
-        texture = plain_color(rng)[None, None, :] * shade * np.ones((resolution, 1, 1))
+    if fill in ("skin", "plain"):
+        colour = SKIN_TONES[rng.integers(len(SKIN_TONES))] if fill == "skin" else plain_color(rng)
+        shade = np.linspace(0.85, 1.1, resolution, dtype=np.float32)[None, :, None]
+        texture = colour[None, None, :] * shade * np.ones((resolution, 1, 1))
     else:
         texture = photo_crop(rng, resolution, _object_textures(), zoom=(0.3, 0.9))
     occluded = np.where(mask[..., None], texture.clip(0, 255).astype(np.uint8), clean)

@@ -18,6 +18,7 @@ and clean images are identical.
 
 from __future__ import annotations
 
+import colorsys
 import importlib.util
 import io
 from collections.abc import Callable
@@ -160,8 +161,7 @@ def _color_jitter(rng: np.random.Generator, image: np.ndarray, strength: float =
 def plain_color(rng: np.random.Generator) -> np.ndarray:
     """One object colour, (3,) float: any hue, saturation leaning high, from dark to bright."""
     hue, saturation, value = rng.uniform(0, 1), rng.uniform(0, 1) ** 0.5, rng.uniform(0.15, 1)
-    channel = np.clip(np.abs((hue * 6 + np.array([0, 4, 2])) % 6 - 3) - 1, 0, 1)    # HSV to RGB
-    return (value * (1 - saturation + saturation * channel) * 255).astype(np.float32)
+    return np.array(colorsys.hsv_to_rgb(hue, saturation, value), dtype=np.float32) * 255
 
 
 def _linear_shading(rng: np.random.Generator, size: int, low: float, high: float) -> np.ndarray:
