@@ -179,5 +179,18 @@ class Deoccluder:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
         original = image_to_tensor(image)[None]                                    # (1, 3, H, W)
         mask = predict_masks(self.segmenter, original, self.threshold, self.segmenter_resolution, self.opening_kernel)
-        output = inpaint(self.inpainter, original, mask, self.inpainter_resolution, progressive=self.progressive)
-        return (mask[0, 0].numpy() * 255).astype(np.uint8), tensor_to_image(output[0])
+        output = tensor_to_image(inpaint(self.inpainter, original, mask, self.inpainter_resolution, progressive=self.progressive)[0])
+        if is_grey(image):   # a black-and-white photograph stays one: the inpainter paints skin colours
+            output = np.repeat(grey_levels(output)[..., None], 3, axis=2)
+        return (mask[0, 0].numpy() * 255).astype(np.uint8), output
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an (H, W, 3) image has equal channels everywhere (a black-and-white photograph)."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
+def grey_levels(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) uint8 luma (ITU-R 601, as PIL's "L"); an equal-channel pixel keeps its value."""
+    weights = np.array([19595, 38470, 7471], dtype=np.uint32)   # sum 65536
+    return ((image.astype(np.uint32) @ weights + 32768) >> 16).astype(np.uint8)

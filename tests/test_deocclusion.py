@@ -31,6 +31,33 @@ def test_the_deoccluder_moves_its_networks_and_takes_numpy_images():
     assert mask.shape == (40, 30) and image.shape == (40, 30, 3) and image.dtype == np.uint8
 
 
+class ColourInpainter(torch.nn.Module):
+    """Paints every pixel one skin colour."""
+
+    def forward(self, image, mask):
+        return torch.tensor([0.8, 0.5, 0.3]).view(1, 3, 1, 1).expand_as(image).clone()
+
+
+class EverythingSegmenter(torch.nn.Module):
+    """Calls every pixel an occluder."""
+
+    def forward(self, image):
+        return torch.full_like(image[:, :1], 10.0)
+
+
+def test_a_black_and_white_photograph_comes_back_black_and_white_and_a_colour_one_in_colour():
+    deoccluder = Deoccluder(EverythingSegmenter(), ColourInpainter(), 16, 16)
+    grey = np.repeat(np.arange(16 * 16, dtype=np.uint8).reshape(16, 16)[..., None], 3, axis=2)
+    mask, output = deoccluder(grey)
+    assert mask.min() == 255
+    assert np.array_equal(output[..., 0], output[..., 1]) and np.array_equal(output[..., 1], output[..., 2])
+    assert 0 < int(output[0, 0, 0]) < 255   # the fill's luma, not the input's pixels
+    colour = grey.copy()
+    colour[0, 0] = (200, 10, 10)
+    _, output = deoccluder(colour)
+    assert not np.array_equal(output[..., 0], output[..., 2])
+
+
 class CountingInpainter(torch.nn.Module):
     """Paints the hole a different grey at each call and counts the calls."""
 
