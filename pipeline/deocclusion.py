@@ -143,8 +143,25 @@ def inpaint(inpainter: nn.Module, occluded_image: torch.Tensor, occluder_mask: t
             prediction = resize(_predict(inpainter, small_image, small_mask, progressive), size)
         else:
             prediction = _predict(inpainter, images, masks, progressive)
-        outputs.append(compose_known_pixels(prediction, images, masks).to(occluded_image.device))
+        outputs.append(keep_black_and_white(compose_known_pixels(prediction, images, masks), images, masks).to(occluded_image.device))
     return torch.cat(outputs)
+
+
+LUMA = (0.299, 0.587, 0.114)   # ITU-R 601, as PIL's "L"
+
+
+def keep_black_and_white(output: torch.Tensor, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) composited outputs whose input is black and white (equal channels on every known
+    pixel, or on every pixel when the mask hides all) replaced by their luma: the inpainter would
+    paint skin colours into a grey photograph."""
+    known = 1 - occluder_mask
+    known = torch.where(known.flatten(1).amax(dim=1).view(-1, 1, 1, 1) > 0, known, torch.ones_like(known))
+    spread = ((image[:, 0] - image[:, 1]).abs() + (image[:, 1] - image[:, 2]).abs()).unsqueeze(1) * known
+    grey = spread.flatten(1).amax(dim=1) == 0
+    if not grey.any():
+        return output
+    luma = (output * torch.tensor(LUMA, dtype=output.dtype, device=output.device).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    return torch.where(grey.view(-1, 1, 1, 1), luma.expand_as(output), output)
 
 
 def _predict(inpainter: nn.Module, images: torch.Tensor, masks: torch.Tensor,
@@ -179,18 +196,5 @@ class Deoccluder:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
         original = image_to_tensor(image)[None]                                    # (1, 3, H, W)
         mask = predict_masks(self.segmenter, original, self.threshold, self.segmenter_resolution, self.opening_kernel)
-        output = tensor_to_image(inpaint(self.inpainter, original, mask, self.inpainter_resolution, progressive=self.progressive)[0])
-        if is_grey(image):   # a black-and-white photograph stays one: the inpainter paints skin colours
-            output = np.repeat(grey_levels(output)[..., None], 3, axis=2)
-        return (mask[0, 0].numpy() * 255).astype(np.uint8), output
-
-
-def is_grey(image: np.ndarray) -> bool:
-    """Whether an (H, W, 3) image has equal channels everywhere (a black-and-white photograph)."""
-    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
-
-
-def grey_levels(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W) uint8 luma (ITU-R 601, as PIL's "L"); an equal-channel pixel keeps its value."""
-    weights = np.array([19595, 38470, 7471], dtype=np.uint32)   # sum 65536
-    return ((image.astype(np.uint32) @ weights + 32768) >> 16).astype(np.uint8)
+        output = inpaint(self.inpainter, original, mask, self.inpainter_resolution, progressive=self.progressive)
+        return (mask[0, 0].numpy() * 255).astype(np.uint8), tensor_to_image(output[0])

@@ -42,7 +42,7 @@ from torch import nn
 
 from pipeline.config import ReferenceConfig
 from pipeline.data.dataset import image_to_tensor, tensor_to_image
-from pipeline.deocclusion import Deoccluder, network_device, predict_masks, resize
+from pipeline.deocclusion import Deoccluder, keep_black_and_white, network_device, predict_masks, resize
 from pipeline.errors import DeoccludeError
 from pipeline.losses.perceptual import VGG19Features
 from pipeline.models.unet import compose_known_pixels
@@ -228,4 +228,5 @@ def deocclude_with_references(deoccluder: Deoccluder, image: np.ndarray, referen
                          deoccluder.opening_kernel)
     output = reference_guided_inpaint(deoccluder.inpainter, original, mask, reference_batch, settings, side,
                                       discriminator, extractor)
+    output = keep_black_and_white(output, original, mask)
     return (mask[0, 0].numpy() * 255).astype(np.uint8), tensor_to_image(output[0])

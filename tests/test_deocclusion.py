@@ -99,3 +99,16 @@ def test_inpaint_with_progressive_reconstruction_matches_one_shot_on_a_small_hol
     image, mask = torch.rand(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
     mask[:, :, 30:36, 30:36] = 1
     torch.testing.assert_close(inpaint(net, image, mask, progressive=ProgressiveReconstruction()), inpaint(net, image, mask))
+
+
+def test_a_coloured_object_on_a_black_and_white_photograph_is_painted_over_in_grey():
+    grey = torch.rand(1, 1, 16, 16).expand(1, 3, 16, 16).clone()
+    masks = torch.zeros(1, 1, 16, 16)
+    masks[..., 4:10, 4:12] = 1
+    occluded = grey.clone()
+    occluded[:, 0, 4:10, 4:12], occluded[:, 1:, 4:10, 4:12] = 0.9, 0.1        # a red card
+    output = inpaint(ColourInpainter(), occluded, masks)
+    torch.testing.assert_close(output[:, 0], output[:, 2])
+    torch.testing.assert_close(output * (1 - masks), grey * (1 - masks))
+    coloured = inpaint(ColourInpainter(), torch.rand(1, 3, 16, 16), masks)
+    assert not torch.allclose(coloured[:, 0] * masks[:, 0], coloured[:, 2] * masks[:, 0])
