@@ -153,6 +153,8 @@ def invert_with_references(inpainter: nn.Module, image: torch.Tensor, occluder_m
             reference_latents, _ = inpainter.encode(references, torch.zeros_like(references[:, :1]))
             scale = reference_latents.pow(2).mean().clamp_min(1e-8)
             region = hidden_cells(occluder_mask, start) if settings.prior_region == "hidden" else None
+            base = inpainter.fill_base(image, occluder_mask) if hasattr(inpainter, "fill_base") else None
+        decode_options = {} if base is None else {"base": base}
         weight = prior_weight(occluder_mask.float().mean(), settings.k, settings.x0).item()
         # Adam moves every element by about lr a step: optimising the latent over its RMS makes lr
         # relative, the same for IFACENET's small fused features as for a U-Net's bottleneck.
@@ -162,7 +164,7 @@ def invert_with_references(inpainter: nn.Module, image: torch.Tensor, occluder_m
         trace: list[dict[str, float]] = []
         for _ in range(settings.steps):
             latent = normalised * rms
-            decoded = inpainter.decode(latent, skips)
+            decoded = inpainter.decode(latent, skips, **decode_options)
             terms = {"reconstruction": visible_reconstruction(decoded, image, occluder_mask),
                      "prior": reference_prior(latent, reference_latents, settings.sigma, scale, region)}
             if extractor is not None:
@@ -178,7 +180,7 @@ def invert_with_references(inpainter: nn.Module, image: torch.Tensor, occluder_m
             trace.append({name: float(value.detach()) for name, value in terms.items()} | {"loss": float(loss.detach())})
     with torch.no_grad():
         latent = normalised.detach() * rms
-        decoded = inpainter.decode(latent, skips).float()
+        decoded = inpainter.decode(latent, skips, **decode_options).float()
     return Inversion(compose_known_pixels(decoded, image, occluder_mask), latent, weight, trace)
 
 

@@ -183,3 +183,31 @@ def test_total_variation_follows_eq3():
     image = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])       # one pixel with both neighbours: dx = -1, dy = 0
     torch.testing.assert_close(total_variation(image, eps=0.0), torch.tensor(1.0))
     assert total_variation(torch.full((1, 3, 8, 8), 0.5), eps=0.0) == 0
+
+
+def test_smooth_fill_interpolates_the_known_pixels_harmonically():
+    from pipeline.models.mmrm_unet import smooth_fill
+
+    columns = torch.linspace(0, 1, 64).expand(1, 3, 64, 64)        # a ramp is harmonic: the fill must rebuild it
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 20:44] = 1
+    filled = smooth_fill(columns, mask)
+    known = (mask == 0).expand_as(columns)
+    assert torch.equal(filled[known], columns[known])
+    assert (filled - columns).abs().max() < 0.02
+    assert (columns * (1 - mask) + mask - columns).abs().max() > 0.5   # the white fill is far off
+    assert torch.equal(smooth_fill(columns, torch.ones(1, 1, 64, 64)), torch.full_like(columns, 0.5))
+
+
+def test_mmrm_unet_smooth_hole_fill_starts_at_the_fill_and_sees_the_mask():
+    from pipeline.models.mmrm_unet import smooth_fill
+
+    image, mask = torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:20, 10:26] = 1
+    net = create_model("mmrm-unet", width=4, depth=3, hole_fill="smooth")
+    assert net.stem.branches[0][0][0].in_channels == 4                 # RGB of the fill + the mask
+    with torch.no_grad():
+        torch.testing.assert_close(net(image, mask), smooth_fill(image, mask), atol=2e-3, rtol=0)
+        assert create_model("mmrm-unet", width=4, depth=3)(image, mask).sub(smooth_fill(image, mask)).abs().max() > 0.05
+    with pytest.raises(ValueError, match="hole_fill must be"):
+        create_model("mmrm-unet", width=4, depth=3, hole_fill="grey")
