@@ -158,15 +158,18 @@ class MMRMUNet(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
-    def encode(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """-> (the deepest features (B, C, H/2^depth, W/2^depth), the skips from full resolution down)."""
+    def encode(self, image: torch.Tensor, occluder_mask: torch.Tensor,
+               base: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """-> (the deepest features (B, C, H/2^depth, W/2^depth), the skips from full resolution down).
+        `base`: `fill_base`'s result when the caller has it already (hole_fill smooth)."""
         height, width = image.shape[-2:]
         if height % 2 ** self.depth or width % 2 ** self.depth:
             raise ValueError(f"input {height}x{width} must be divisible by {2 ** self.depth} (depth {self.depth})")
         if self.hole_fill == "white":
             features = self.stem((image * (1 - occluder_mask) + occluder_mask) * 2 - 1)
         else:
-            features = self.stem(torch.cat([smooth_fill(image, occluder_mask) * 2 - 1, occluder_mask * 2 - 1], dim=1))
+            base = smooth_fill(image, occluder_mask) if base is None else base
+            features = self.stem(torch.cat([base * 2 - 1, occluder_mask * 2 - 1], dim=1))
         skips = [features]
         for down in self.down:
             features = down(features)
@@ -187,7 +190,8 @@ class MMRMUNet(nn.Module):
         return smooth_fill(image, occluder_mask) if self.hole_fill == "smooth" else None
 
     def forward(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
-        return self.decode(*self.encode(image, occluder_mask), base=self.fill_base(image, occluder_mask))
+        base = self.fill_base(image, occluder_mask)
+        return self.decode(*self.encode(image, occluder_mask, base), base=base)
 
 
 class SpectralPatchDiscriminator(nn.Module):
