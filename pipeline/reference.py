@@ -10,11 +10,12 @@ person and lambda_3 = 2 sigmoid(k (x - x0)) (eq. 7), x the occluded percentage.
 
 No pretrained StyleGAN can be had here, so the generator is our own inpainter, split in two: every
 supported inpainter provides `encode(image, mask) -> (latent, skips)` and `decode(latent, skips)`,
-with `decode(*encode(...))` its forward pass. The latent is the bottleneck: IFACENET's fused
+with `decode(*encode(...))` its forward pass (an MMRM U-Net with `hole_fill: smooth` also takes the
+harmonic fill it corrects, `fill_base(image, mask)`, in both). The latent is the bottleneck: IFACENET's fused
 ensemble features F_N1 (its decoder reads nothing else), the U-Nets' deepest features. The occluded
 image's latent starts the optimisation; each reference's latent is the encoder's output for the
 clean reference with an empty mask. Only the latent moves: a U-Net's skip features stay those of the
-occluded input (its hole is white there), so on a U-Net the prior acts through the bottleneck alone,
+occluded input (its hole is white or harmonically filled there), so on a U-Net the prior acts through the bottleneck alone,
 and the shallow skips still carry the hole's fill; IFACENET, the default, has no skips.
 
 Two departures from the paper, both for numerical reasons:
@@ -149,12 +150,12 @@ def invert_with_references(inpainter: nn.Module, image: torch.Tensor, occluder_m
     networks = [net.eval() for net in (inpainter, discriminator) if net is not None]
     with torch.enable_grad(), _frozen(networks):
         with torch.no_grad():
-            start, skips = inpainter.encode(image, occluder_mask)
+            base = inpainter.fill_base(image, occluder_mask) if hasattr(inpainter, "fill_base") else None
+            decode_options = {} if base is None else {"base": base}
+            start, skips = inpainter.encode(image, occluder_mask, **decode_options)
             reference_latents, _ = inpainter.encode(references, torch.zeros_like(references[:, :1]))
             scale = reference_latents.pow(2).mean().clamp_min(1e-8)
             region = hidden_cells(occluder_mask, start) if settings.prior_region == "hidden" else None
-            base = inpainter.fill_base(image, occluder_mask) if hasattr(inpainter, "fill_base") else None
-        decode_options = {} if base is None else {"base": base}
         weight = prior_weight(occluder_mask.float().mean(), settings.k, settings.x0).item()
         # Adam moves every element by about lr a step: optimising the latent over its RMS makes lr
         # relative, the same for IFACENET's small fused features as for a U-Net's bottleneck.

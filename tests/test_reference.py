@@ -9,6 +9,7 @@ from pipeline.config import ConfigError, ReferenceConfig, reference_config
 from pipeline.models.registry import create_model, list_models
 from pipeline.reference import (ReferenceGuidanceError, hidden_cells, invert_with_references, perceptual_extractor,
                                 prior_weight, reference_guided_inpaint, reference_prior)
+from pipeline.models.unet import compose_known_pixels
 from tests.conftest import tiny_arch_kwargs
 
 # Few steps, no VGG19: each test runs in a second or two.
@@ -91,6 +92,17 @@ def test_every_invertible_inpainter_decodes_its_own_encoding_to_its_forward_pass
         options = {"base": net.fill_base(image, mask)} if net is smooth else {}
         with torch.no_grad():
             torch.testing.assert_close(net.decode(*net.encode(image, mask), **options), net(image, mask), msg=repr(type(net)))
+
+
+def test_inversion_decodes_a_smooth_fill_inpainter_through_its_fill():
+    image, mask = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 6:20] = 1
+    net = create_model("mmrm-unet", width=4, depth=3, hole_fill="smooth")
+    torch.nn.init.normal_(net.head.weight, std=0.1)
+    unmoved = invert_with_references(net, image, mask, torch.rand(2, 3, 32, 32), replace(FAST, steps=0))
+    with torch.no_grad():
+        expected = compose_known_pixels(net(image, mask), image, mask)
+    torch.testing.assert_close(unmoved.output, expected)
 
 
 def test_an_inpainter_without_the_split_is_refused_by_name():

@@ -113,7 +113,8 @@ def smooth_fill(image: torch.Tensor, occluder_mask: torch.Tensor, iterations: in
     lands 0.7-0.9 dB above OpenCV's Telea inside the mask, in fp32 on any device; a fully hidden
     image comes back mid-grey."""
     with torch.autocast(image.device.type, enabled=False):
-        image, known = image.float(), 1 - occluder_mask.float()
+        known = (occluder_mask <= 0).float()                 # any mask value above 0 hides the pixel
+        image = image.float()
         images, weights = [image * known], [known]
         while min(images[-1].shape[-2:]) > 1:
             weight = F.avg_pool2d(weights[-1], 2, ceil_mode=True)
