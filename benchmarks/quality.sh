@@ -5,17 +5,20 @@
 # Cold: removes the dataset (data/dataset), models and reports, uses a private MLflow store and DVC cache, runs `deocclude run`
 # (the Prefect flow `make run` runs) under the profile, then prints the wall time, the evaluation's
 # tables and each floor. Exits 1 when a floor fails. The profile is set with `dvc exp`-free editing:
-# params.yaml is restored afterwards. The run's log, with each stage's time, is kept in reports/quality-<profile>.log.
+# params.yaml, params.resolved.yaml and dvc.lock are restored afterwards (the run's outputs stay in the
+# workspace, so the next `make run` or `dvc repro` sees them differ from dvc.lock and reruns them).
+# The run's log, with each stage's time, is kept in reports/quality-<profile>.log.
 set -euo pipefail
 profile="${1:-quick}"
 export PATH="$PWD/.venv/bin:$PATH" GX_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
 state=$(mktemp -d)
 cp params.yaml "$state/params.yaml"
+for file in params.resolved.yaml dvc.lock; do if [ -f "$file" ]; then cp "$file" "$state/$file"; fi; done
 # A DVC cache of its own (in .dvc/config.local, restored afterwards): DVC's run cache would otherwise
 # restore every stage whose inputs ran before, and the run would not be cold.
 if [ -f .dvc/config.local ]; then cp .dvc/config.local "$state/config.local"; fi
 restore_dvc_config='if [ -f "$state/config.local" ]; then cp "$state/config.local" .dvc/config.local; else rm -f .dvc/config.local; fi'
-trap 'cp "$state/params.yaml" params.yaml; eval "$restore_dvc_config"; mkdir -p reports; cp "$state/run.log" "reports/quality-$profile.log" 2>/dev/null; rm -rf "$state"' EXIT
+trap 'cp "$state/params.yaml" params.yaml; for file in params.resolved.yaml dvc.lock; do if [ -f "$state/$file" ]; then cp "$state/$file" "$file"; fi; done; eval "$restore_dvc_config"; mkdir -p reports; cp "$state/run.log" "reports/quality-$profile.log" 2>/dev/null; rm -rf "$state"' EXIT
 dvc config --local cache.dir "$state/dvc-cache"
 export MLFLOW_TRACKING_URI="sqlite:///$state/mlflow.db"
 python3 - "$profile" <<'PY'

@@ -216,6 +216,20 @@ def test_the_rerun_evaluation_shows_the_champion_beside_the_candidate(project):
     assert "champion v1" in page and "Tested on this same data version." in page
 
 
+def test_reproduce_restores_a_versions_params_and_gives_identical_metrics(project, tmp_path):
+    """`deocclude reproduce` of version 1 after the param change above: the user has moved on, and
+    the restored params rerun every stage from scratch into exactly the recorded metrics."""
+    root = copy_project(project[0], tmp_path / "clone")
+    assert yaml.safe_load((root / "params.yaml").read_text()) != tiny_params()
+    result = deocclude(root, "reproduce", "models:/deocclusion/1", timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert yaml.safe_load((root / "params.yaml").read_text()) == tiny_params()
+    assert "models:/deocclusion/1: reproduced exactly" in result.stdout
+    assert "data version: " in result.stdout and "(same)" in result.stdout
+    ran = {line.split("'")[1] for line in (result.stdout + result.stderr).splitlines() if line.startswith("Running stage")}
+    assert {"generate", "train_segmenter", "train_inpainter", "finetune", "evaluate"} <= ran   # --force: none restored
+
+
 def test_predict_with_an_unknown_model_names_it(project, tmp_path):
     root, _ = project
     source = next((root / "data/dataset/images").iterdir())

@@ -7,15 +7,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import mlflow.data
 import pandas as pd
-from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
 
 from pipeline.config import RegistryConfig
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import MLFlowLogger
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +128,8 @@ def run_url(cfg: RegistryConfig, run_id: str, experiment_id: str) -> str | None:
 
 def lightning_logger(cfg: RegistryConfig, run_id: str) -> MLFlowLogger:
     """Lightning logger writing per-epoch metrics into the already started run."""
+    from lightning.pytorch.loggers import MLFlowLogger   # Lightning takes ~3 s to import; stages that log no epochs skip it
+
     return MLFlowLogger(experiment_name=cfg.experiment, tracking_uri=cfg.tracking_uri, run_id=run_id)
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import yaml
 
 from pipeline.config import Config, is_global_rank_zero
@@ -76,6 +75,8 @@ class Paths:
 
 
 def seed_everything(seed: int) -> None:
+    import lightning as L   # ~3 s to import: the stages that train import it anyway, the others need not
+
     L.seed_everything(seed, workers=True, verbose=False)
 
 
