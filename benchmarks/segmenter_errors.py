@@ -65,8 +65,8 @@ def main() -> None:
         inside = (ratio >= low) & (ratio < high)
         p, t = predicted[inside], truth[inside]
         pooled = (p * t).sum() / ((p + t) > 0).float().sum()
-        print(f"{low:.0%}-{high:.0%}  {per_image[inside].mean():9.3f}  {pooled:10.3f}  {(p * (1 - t)).sum() / t.sum():14.3f}"
-              f"  {((1 - p) * t).sum() / t.sum():11.3f}")
+        false_positives, missed = (p * (1 - t)).sum() / t.sum(), ((1 - p) * t).sum() / t.sum()
+        print(f"{low:.0%}-{high:.0%}  {per_image[inside].mean():9.3f}  {pooled:10.3f}  {false_positives:14.3f}  {missed:11.3f}")
     pooled = (predicted * truth).sum() / ((predicted + truth) > 0).float().sum()
     print(f"all        {per_image.mean():9.4f}  {pooled:10.4f}")
     for kind in sorted(set(part.occluder_type)):
@@ -79,8 +79,8 @@ def main() -> None:
     def scored(name: str, output: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         metrics = inpainting_metrics(output, clean, truth)
         segmentation = f"IoU {iou(mask, truth).mean():.4f}" if mask is not None else " " * 10
-        print(f"{name:34s} {segmentation}  1-10 %: L1 {metrics['l1'][small].mean():.4f} SSIM {metrics['ssim'][small].mean():.4f}"
-              f"  in-mask PSNR (all) {metrics['psnr_masked'].mean():.2f}")
+        print(f"{name:34s} {segmentation}  1-10 %: L1 {metrics['l1'][small].mean():.4f} "
+              f"SSIM {metrics['ssim'][small].mean():.4f}  in-mask PSNR (all) {metrics['psnr_masked'].mean():.2f}")
 
     scored("occluded input", image)
     averaged = (plain + flipped) / 2
@@ -89,7 +89,7 @@ def main() -> None:
         output = inpaint(inpainter, image, mask, batch_size=100)
         scored(label, output, mask)
         alpha = ((prob - 0.5) / 0.5).clamp(0, 1) * mask
-        scored(f"  soft compositing", alpha * output + (1 - alpha) * image, mask)
+        scored("  soft compositing", alpha * output + (1 - alpha) * image, mask)
     for high in (0.8, 0.9, 0.97):
         mask = hysteresis(plain, 0.5, high)
         scored(f"hysteresis 0.5 / {high}", inpaint(inpainter, image, mask, batch_size=100), mask)

@@ -228,8 +228,9 @@ def test_reproduce_restores_a_versions_params_and_gives_identical_metrics(projec
     assert yaml.safe_load((root / "params.yaml").read_text()) == tiny_params()
     assert "models:/deocclusion/1: reproduced exactly" in result.stdout
     assert "data version: " in result.stdout and "(same)" in result.stdout
-    ran = {line.split("'")[1] for line in (result.stdout + result.stderr).splitlines() if line.startswith("Running stage")}
-    assert {"generate", "train_segmenter", "train_inpainter", "finetune", "evaluate"} <= ran   # --force: none restored
+    output = (result.stdout + result.stderr).splitlines()
+    ran = {line.split("'")[1] for line in output if line.startswith("Running stage")}   # --force: none restored
+    assert {"generate", "train_segmenter", "train_inpainter", "finetune", "evaluate"} <= ran
 
 
 def test_predict_with_an_unknown_model_names_it(project, tmp_path):

@@ -7,9 +7,9 @@ import torch
 
 from pipeline.config import ConfigError, ReferenceConfig, reference_config
 from pipeline.models.registry import create_model, list_models
+from pipeline.models.unet import compose_known_pixels
 from pipeline.reference import (ReferenceGuidanceError, hidden_cells, invert_with_references, perceptual_extractor,
                                 prior_weight, reference_guided_inpaint, reference_prior)
-from pipeline.models.unet import compose_known_pixels
 from tests.conftest import tiny_arch_kwargs
 
 # Few steps, no VGG19: each test runs in a second or two.

@@ -58,6 +58,7 @@ def test_a_new_import_is_caught_and_synced(tmp_path):
 @pytest.mark.parametrize("stage", ["resolve_params", "generate", "validate", "drift"])
 def test_a_stage_that_trains_nothing_starts_without_importing_lightning(stage):
     """Lightning and torchmetrics take ~3 s to import, paid by every `dvc repro` of every stage."""
-    probe = f"import sys, pipeline.cli, pipeline.stages.{stage}; print(sorted(m for m in ('lightning', 'torchmetrics') if m in sys.modules))"
+    probe = (f"import sys, pipeline.cli, pipeline.stages.{stage}; "
+             "print(sorted(m for m in ('lightning', 'torchmetrics') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert loaded.strip().splitlines()[-1] == "[]"
