@@ -169,7 +169,7 @@ class MMRMUNet(nn.Module):
         if self.hole_fill == "white":
             features = self.stem((image * (1 - occluder_mask) + occluder_mask) * 2 - 1)
         else:
-            base = smooth_fill(image, occluder_mask) if base is None else base
+            base = self.fill_base(image, occluder_mask) if base is None else base
             features = self.stem(torch.cat([base * 2 - 1, occluder_mask * 2 - 1], dim=1))
         skips = [features]
         for down in self.down:
