@@ -1,0 +1,125 @@
+"""How far a fill of the hole gets without learning, and what the MMRM U-Net adds on top (floor 3).
+
+Reads the workspace's dataset (`data/dataset`, e.g. after `make run`). First, on the validation split,
+the PSNR inside the ground-truth mask of: OpenCV Telea and Navier-Stokes, the harmonic fill the quick
+profile's inpainter corrects (`smooth_fill`, at several Jacobi steps a level), scikit-image's biharmonic
+fill, and the mean of the harmonic and the biharmonic fill. Then, with `--fit`, it trains the quick
+profile's MMRM U-Net (bf16 autocast, Adam one-cycle, the stage's L1 + 4 x hole L1, flips) on the
+training split over a chosen base fill, and prints the validation PSNR in the mask and the same on 300
+training images after each epoch: equal figures mean the network underfits (more data would not help).
+
+    .venv/bin/python benchmarks/hole_fills.py [--images 120]
+    .venv/bin/python benchmarks/hole_fills.py --fit smooth|mean --width 8 --epochs 2 [--plain-blocks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.restoration import inpaint_biharmonic
+
+import pipeline  # noqa: F401  (the torchvision shim first)
+from pipeline.data.dataset import load_split
+from pipeline.evaluation.metrics import inpainting_metrics
+from pipeline.evaluation.telea import navier_stokes_inpaint, telea_inpaint
+from pipeline.models.mmrm_unet import MMRMUNet, smooth_fill
+from pipeline.models.unet import compose_known_pixels
+
+
+def biharmonic_fill(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """scikit-image's sparse biharmonic solve, image by image (about 8 ms each at 64 px)."""
+    filled = [inpaint_biharmonic(image.permute(1, 2, 0).numpy(), mask[0].numpy() > 0, channel_axis=-1)
+              for image, mask in zip(images, masks)]
+    return torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2).float().clamp(0, 1)
+
+
+def base_fill(kind: str, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    harmonic = smooth_fill(images, masks)
+    return harmonic if kind == "smooth" else (harmonic + biharmonic_fill(images, masks)) / 2
+
+
+def psnr_in_mask(filled: torch.Tensor, images: torch.Tensor, clean: torch.Tensor, masks: torch.Tensor) -> float:
+    composed = compose_known_pixels(filled, images, masks)
+    return inpainting_metrics(composed, clean, masks)["psnr_masked"].mean().item()
+
+
+def compare_fills(dataset: Path, count: int) -> None:
+    val = load_split(dataset, "val").select(0, count)
+    images, clean, masks = val.occluded_image, val.clean_image, val.occluder_mask
+    harmonic, biharmonic = smooth_fill(images, masks), biharmonic_fill(images, masks)
+    rows = {"OpenCV Telea": telea_inpaint(images, masks), "OpenCV Navier-Stokes": navier_stokes_inpaint(images, masks),
+            **{f"harmonic, {steps} Jacobi steps a level": smooth_fill(images, masks, steps) for steps in (1, 5, 20, 100)},
+            "biharmonic (scikit-image)": biharmonic,
+            "mean of harmonic (5 steps) and biharmonic": (harmonic + biharmonic) / 2}
+    print(f"PSNR inside the ground-truth mask, {len(images)} validation images")
+    for name, filled in rows.items():
+        print(f"  {name:45s} {psnr_in_mask(filled, images, clean, masks):.3f}")
+
+
+def fit(dataset: Path, kind: str, width: int, epochs: int, plain_blocks: bool, seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    train, val = load_split(dataset, "train"), load_split(dataset, "val")
+    train, val = train.select(0, len(train)), val.select(0, len(val))
+    train_base = base_fill(kind, train.occluded_image, train.occluder_mask)
+    val_base = base_fill(kind, val.occluded_image, val.occluder_mask)
+    net = MMRMUNet(width=width, depth=4, hole_fill="smooth", use_mmrm=not plain_blocks).to(memory_format=torch.channels_last)
+    batch_size, lr = 16, 0.002
+    steps_per_epoch = len(train.ids) // batch_size
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+
+    def predict(images: torch.Tensor, masks: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return net.decode(*net.encode(images, masks, base), base=base).float()
+
+    def score(split, base: torch.Tensor, count: int) -> float:
+        net.eval()
+        with torch.no_grad():
+            output = torch.cat([predict(split.occluded_image[i:j], split.occluder_mask[i:j], base[i:j])
+                                for i in range(0, count, 64) for j in [min(i + 64, count)]])
+        net.train()
+        return psnr_in_mask(output, split.occluded_image[:count], split.clean_image[:count], split.occluder_mask[:count])
+
+    print(f"{kind} fill: validation {psnr_in_mask(val_base, val.occluded_image, val.clean_image, val.occluder_mask):.3f}; "
+          f"{'plain blocks' if plain_blocks else 'MMRM'} width {width}, "
+          f"{sum(p.numel() for p in net.parameters()):,} parameters")
+    started, step = time.time(), 0
+    for epoch in range(epochs):
+        for batch in torch.randperm(len(train.ids))[:steps_per_epoch * batch_size].split(batch_size):
+            images, clean, masks, base = (tensor[batch] for tensor in (train.occluded_image, train.clean_image,
+                                                                       train.occluder_mask, train_base))
+            if step % 2:
+                images, clean, masks, base = (tensor.flip(-1) for tensor in (images, clean, masks, base))
+            error = (predict(images, masks, base) - clean).abs()
+            loss = error.mean() + 4 * (error * masks).sum() / (3 * masks.sum() + 1)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+        print(f"  epoch {epoch + 1}: {time.time() - started:.0f} s, PSNR in the mask: validation "
+              f"{score(val, val_base, len(val.ids)):.3f}, 300 training images {score(train, train_base, 300):.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=Path("data/dataset"))
+    parser.add_argument("--images", type=int, default=120, help="validation images for the fills' table")
+    parser.add_argument("--fit", choices=("smooth", "mean"), help="train the MMRM U-Net over this base fill")
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--plain-blocks", action="store_true", help="the `without MMRM` ablation's blocks")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.fit:
+        fit(args.dataset, args.fit, args.width, args.epochs, args.plain_blocks)
+    else:
+        compare_fills(args.dataset, args.images)
+
+
+if __name__ == "__main__":
+    main()
