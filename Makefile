@@ -31,10 +31,11 @@ repro: $(STAMP)
 
 # Two workers, whole test modules each: the suite keeps one core busy on average (process start-ups,
 # servers), so two workers on two cores take about three quarters of the time (BENCHMARKS.md).
+# TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

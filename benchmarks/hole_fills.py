@@ -23,11 +23,14 @@ import torch
 from skimage.restoration import inpaint_biharmonic
 
 import pipeline  # noqa: F401  (the torchvision shim first)
+from pipeline.config import OptimizerConfig
 from pipeline.data.dataset import load_split
 from pipeline.evaluation.metrics import inpainting_metrics
 from pipeline.evaluation.telea import navier_stokes_inpaint, telea_inpaint
 from pipeline.models.mmrm_unet import MMRMUNet, smooth_fill
 from pipeline.models.unet import compose_known_pixels
+from pipeline.training.augment import flip_half
+from pipeline.training.optim import build_schedule
 
 
 def biharmonic_fill(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -70,7 +73,7 @@ def fit(dataset: Path, kind: str, width: int, epochs: int, plain_blocks: bool, s
     batch_size, lr = 16, 0.002
     steps_per_epoch = len(train.ids) // batch_size
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    schedule = build_schedule(optimizer, OptimizerConfig(name="adam", lr=lr, schedule="onecycle"), epochs * steps_per_epoch)
 
     def predict(images: torch.Tensor, masks: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -90,10 +93,9 @@ def fit(dataset: Path, kind: str, width: int, epochs: int, plain_blocks: bool, s
     started, step = time.time(), 0
     for epoch in range(epochs):
         for batch in torch.randperm(len(train.ids))[:steps_per_epoch * batch_size].split(batch_size):
-            images, clean, masks, base = (tensor[batch] for tensor in (train.occluded_image, train.clean_image,
-                                                                       train.occluder_mask, train_base))
-            if step % 2:
-                images, clean, masks, base = (tensor.flip(-1) for tensor in (images, clean, masks, base))
+            flipped = flip_half({"occluded_image": train.occluded_image[batch], "clean_image": train.clean_image[batch],
+                                 "occluder_mask": train.occluder_mask[batch], "base": train_base[batch]}, step)
+            images, clean, masks, base = (flipped[key] for key in ("occluded_image", "clean_image", "occluder_mask", "base"))
             error = (predict(images, masks, base) - clean).abs()
             loss = error.mean() + 4 * (error * masks).sum() / (3 * masks.sum() + 1)
             optimizer.zero_grad()

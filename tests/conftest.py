@@ -124,15 +124,14 @@ def tiny_config(tmp_path: Path):
 
 
 # Each of these modules runs a whole tiny pipeline or starts servers (minutes, mostly one core busy):
-# collected first, so that `make test`'s two xdist workers (whole modules each, --dist loadfile)
-# start them early and the short tests fill the other worker, instead of one worker ending alone.
+# collected first, so that `make test`'s two xdist workers (whole modules each, --dist loadfile, in
+# collection order with --no-loadscope-reorder) start them early and the short tests fill the other
+# worker, instead of one worker ending alone.
 SLOW_MODULES_FIRST = ("tests/test_pipeline.py", "tests/infra/test_servers.py", "tests/flows/test_deployments.py",
                       "tests/registry/test_register.py", "tests/stages/test_hpo.py", "tests/storage/test_remote.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        module = Path(item.path).relative_to(REPO).as_posix()
-        return SLOW_MODULES_FIRST.index(module) if module in SLOW_MODULES_FIRST else len(SLOW_MODULES_FIRST)
-
-    items.sort(key=rank)   # stable: the order within a module and among the rest is kept
+    order = {REPO / module: rank for rank, module in enumerate(SLOW_MODULES_FIRST)}
+    # stable: the order within a module and among the rest is kept
+    items.sort(key=lambda item: order.get(Path(item.path).resolve(), len(order)))

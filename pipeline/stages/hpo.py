@@ -28,7 +28,7 @@ from pipeline.registry.tracking import log_metrics, open_parent_run, record_on_r
 from pipeline.stages.common import Paths, provenance_tags, write_json, write_text
 
 # Optuna, Lightning and the inpainter's training load only when trials run (`_search`, `_objective`):
-# with none asked for, as in the quick profile, the stage takes 2 s instead of 10.
+# with none asked for, as in the quick profile, the stage takes about 5 s instead of 11.
 if TYPE_CHECKING:
     import optuna
 
