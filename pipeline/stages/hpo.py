@@ -129,10 +129,11 @@ def run(cfg: Config, study: str | None = None, pruner: optuna.pruners.BasePruner
         write_json(summary_path, {"trials_requested": 0})
         logger.info("hpo: no trials asked for (hpo.random_trials + hpo.tpe_trials = 0); %s left empty", tuned_path.name)
         return tuned_path
-    return _search(cfg, study, pruner)
+    return _search(cfg, study, pruner, tuned_path, summary_path)
 
 
-def _search(cfg: Config, study: str | None, pruner: optuna.pruners.BasePruner | None) -> Path:
+def _search(cfg: Config, study: str | None, pruner: optuna.pruners.BasePruner | None, tuned_path: Path,
+            summary_path: Path) -> Path:
     import optuna
     from optuna.trial import FrozenTrial, TrialState
 
@@ -141,8 +142,6 @@ def _search(cfg: Config, study: str | None, pruner: optuna.pruners.BasePruner | 
     from pipeline.tuning.study import count_trials, masked_url, open_storage, open_study, run_worker
 
     hpo = cfg.hpo
-    tuned_path = cfg.root / TUNED_PARAMS_FILE
-    summary_path = reports_dir(cfg) / "summary.json"
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our lines say what it would
     name = study or study_name(cfg)
     storage = open_storage(hpo.storage, hpo.heartbeat_seconds, hpo.max_retries)
