@@ -93,25 +93,44 @@ class UpModule(nn.Module):
         return self.block(self.channel_attention(torch.cat([x, skip], dim=1)))
 
 
-_NEIGHBOURS = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]) / 4
+def _laplacian(image: torch.Tensor) -> torch.Tensor:
+    """The 5-point Laplacian with the border replicated (slices: a grouped convolution is ~7x slower on CPU)."""
+    padded = F.pad(image, (1, 1, 1, 1), mode="replicate")
+    return (padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]) - 4 * image
 
 
-def _relax(image: torch.Tensor, hole: torch.Tensor, iterations: int) -> torch.Tensor:
+def _relax_harmonic(image: torch.Tensor, hole: torch.Tensor, iterations: int) -> torch.Tensor:
     """Jacobi steps of Laplace's equation inside `hole`: each hidden pixel becomes its four neighbours' mean."""
-    channels = image.shape[1]
-    kernel = _NEIGHBOURS.to(image).expand(channels, 1, 3, 3)
     for _ in range(iterations):
-        neighbours = F.conv2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), kernel, groups=channels)
-        image = torch.where(hole, neighbours, image)
+        image = torch.where(hole, image + _laplacian(image) / 4, image)
     return image
 
 
-def smooth_fill(image: torch.Tensor, occluder_mask: torch.Tensor, iterations: int = 5) -> torch.Tensor:
-    """Fill the hidden pixels with the harmonic interpolation of the known ones, solved coarse to fine:
-    known-weighted 2x2 means down to 1x1, then at each finer level the hidden cells start from the
-    up-sampled coarser solution and relax `iterations` Jacobi steps. On the synthetic test faces it
-    lands 0.7-0.9 dB above OpenCV's Telea inside the mask, in fp32 on any device; a fully hidden
-    image comes back mid-grey."""
+def _relax_biharmonic(image: torch.Tensor, hole: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Damped Jacobi steps of the biharmonic equation inside `hole` (13-point stencil, diagonal 20,
+    damping 0.5: undamped Jacobi diverges on its highest frequencies)."""
+    for _ in range(iterations):
+        image = torch.where(hole, image - _laplacian(_laplacian(image)) / 40, image)
+    return image
+
+
+HOLE_FILL_STEPS = {"smooth": 5, "biharmonic": 50}
+
+
+def smooth_fill(image: torch.Tensor, occluder_mask: torch.Tensor, iterations: int | None = None,
+                equation: str = "harmonic") -> torch.Tensor:
+    """Fill the hidden pixels smoothly from the known ones, solved coarse to fine: known-weighted 2x2
+    means down to 1x1, then at each finer level the hidden cells start from the up-sampled coarser
+    solution and relax `iterations` Jacobi steps of Laplace's (`harmonic`, 5 steps by default) or the
+    biharmonic equation (50 steps). The biharmonic steps stop well short of the exact solve on
+    purpose: on the quick profile's validation faces the relaxed fill scores 17.69 dB inside the mask
+    against 17.29 for the exact biharmonic solve and 17.28 for the harmonic fill (Telea 16.68).
+    In fp32 on any device; a fully hidden image comes back mid-grey."""
+    if equation not in ("harmonic", "biharmonic"):
+        raise ValueError(f"smooth_fill: equation must be 'harmonic' or 'biharmonic', got {equation!r}")
+    relax = _relax_harmonic if equation == "harmonic" else _relax_biharmonic
+    if iterations is None:
+        iterations = HOLE_FILL_STEPS["smooth" if equation == "harmonic" else "biharmonic"]
     with torch.autocast(image.device.type, enabled=False):
         known = (occluder_mask <= 0).float()                 # any mask value above 0 hides the pixel
         image = image.float()
@@ -124,7 +143,7 @@ def smooth_fill(image: torch.Tensor, occluder_mask: torch.Tensor, iterations: in
         for level_image, level_weight in zip(reversed(images[:-1]), reversed(weights[:-1])):
             coarse = F.interpolate(filled, size=level_image.shape[-2:], mode="bilinear", align_corners=False)
             hole = (level_weight == 0).expand_as(level_image)
-            filled = _relax(torch.where(hole, coarse, level_image), hole, iterations)
+            filled = relax(torch.where(hole, coarse, level_image), hole, iterations)
         return filled
 
 
@@ -133,9 +152,11 @@ class MMRMUNet(nn.Module):
 
     `hole_fill: white` is the paper's input: the occluded face with the hidden pixels set to white,
     as in paper 000's eq. 2 (paper 002 feeds the masked photograph itself). `smooth` fills the hole
-    by `smooth_fill`, adds the mask as a fourth input channel and predicts a correction of that fill
-    (in logit space, zero at initialisation): the network starts at a smooth in-fill instead of
-    learning one. `width * 2**level` channels, capped at `max_channels`, at each of `depth`
+    by `smooth_fill`'s harmonic fill, `biharmonic` by its relaxed biharmonic one (0.4 dB higher with
+    exact masks, lower with predicted ones, whose missed occluder edges it extends; about 10x the
+    fill's time); both add the mask as a fourth input channel and predict a correction of
+    that fill (in logit space, zero at initialisation): the network starts at a smooth in-fill
+    instead of learning one. `width * 2**level` channels, capped at `max_channels`, at each of `depth`
     down-sampling levels.
     """
 
@@ -143,8 +164,8 @@ class MMRMUNet(nn.Module):
                  spatial_attention: bool = True, channel_attention: bool = True,
                  up_channel_attention: bool = True, hole_fill: str = "white") -> None:
         super().__init__()
-        if hole_fill not in ("white", "smooth"):
-            raise ValueError(f"hole_fill must be 'white' or 'smooth', got {hole_fill!r}")
+        if hole_fill not in ("white", "smooth", "biharmonic"):
+            raise ValueError(f"hole_fill must be 'white', 'smooth' or 'biharmonic', got {hole_fill!r}")
         block: type[nn.Module] = MixedAttentionResidual if use_mmrm else PlainBlock
         attention = {"spatial_attention": spatial_attention, "channel_attention": channel_attention}
         channels = [min(width * 2 ** level, max_channels) for level in range(depth + 1)]
@@ -155,14 +176,14 @@ class MMRMUNet(nn.Module):
         self.up = nn.ModuleList(UpModule(channels[i + 1], channels[i], channels[i], block, up_channel_attention, **attention)
                                 for i in reversed(range(depth)))
         self.head = nn.Conv2d(channels[0], 3, 3, padding=1)
-        if hole_fill == "smooth":
+        if hole_fill != "white":
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
     def encode(self, image: torch.Tensor, occluder_mask: torch.Tensor,
                base: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """-> (the deepest features (B, C, H/2^depth, W/2^depth), the skips from full resolution down).
-        `base`: `fill_base`'s result when the caller has it already (hole_fill smooth)."""
+        `base`: `fill_base`'s result when the caller has it already (hole_fill smooth or biharmonic)."""
         height, width = image.shape[-2:]
         if height % 2 ** self.depth or width % 2 ** self.depth:
             raise ValueError(f"input {height}x{width} must be divisible by {2 ** self.depth} (depth {self.depth})")
@@ -178,7 +199,7 @@ class MMRMUNet(nn.Module):
         return skips[-1], skips[:-1]
 
     def decode(self, latent: torch.Tensor, skips: list[torch.Tensor], base: torch.Tensor | None = None) -> torch.Tensor:
-        """`base`: the smooth fill the head corrects (hole_fill smooth), None for the paper's output."""
+        """`base`: the smooth fill the head corrects (hole_fill smooth or biharmonic), None for the paper's output."""
         features, skips = latent, list(skips)
         for up in self.up:
             features = up(features, skips.pop())
@@ -187,8 +208,10 @@ class MMRMUNet(nn.Module):
         return torch.sigmoid(torch.logit(base.clamp(1e-3, 1 - 1e-3)) + self.head(features))
 
     def fill_base(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor | None:
-        """What `decode` corrects: the smooth fill (hole_fill smooth), else None."""
-        return smooth_fill(image, occluder_mask) if self.hole_fill == "smooth" else None
+        """What `decode` corrects: the smooth fill (hole_fill smooth or biharmonic), else None."""
+        if self.hole_fill == "white":
+            return None
+        return smooth_fill(image, occluder_mask, equation="harmonic" if self.hole_fill == "smooth" else "biharmonic")
 
     def forward(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
         base = self.fill_base(image, occluder_mask)

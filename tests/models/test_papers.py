@@ -200,18 +200,38 @@ def test_smooth_fill_interpolates_the_known_pixels_harmonically():
     assert torch.equal(smooth_fill(columns, torch.ones(1, 1, 64, 64)), torch.full_like(columns, 0.5))
 
 
-def test_mmrm_unet_smooth_hole_fill_starts_at_the_fill_and_sees_the_mask():
+def test_the_biharmonic_fill_bends_where_the_harmonic_fill_goes_straight():
+    from pipeline.models.mmrm_unet import smooth_fill
+
+    x = torch.linspace(-1, 1, 64)
+    bowl = (x ** 2).expand(1, 3, 64, 64).contiguous()             # x^2 is biharmonic, not harmonic
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 20:44] = 1
+    hidden = mask.expand_as(bowl) > 0
+    harmonic_error = (smooth_fill(bowl, mask) - bowl)[hidden].abs().mean()
+    biharmonic = smooth_fill(bowl, mask, equation="biharmonic")
+    biharmonic_error = (biharmonic - bowl)[hidden].abs().mean()
+    assert torch.equal(biharmonic[~hidden], bowl[~hidden])
+    assert biharmonic_error < harmonic_error / 2, (biharmonic_error, harmonic_error)
+    assert torch.equal(smooth_fill(bowl, torch.ones(1, 1, 64, 64), equation="biharmonic"), torch.full_like(bowl, 0.5))
+    with pytest.raises(ValueError, match="equation must be"):
+        smooth_fill(bowl, mask, equation="triharmonic")
+
+
+@pytest.mark.parametrize("hole_fill, equation", [("smooth", "harmonic"), ("biharmonic", "biharmonic")])
+def test_mmrm_unet_smooth_hole_fill_starts_at_the_fill_and_sees_the_mask(hole_fill, equation):
     from pipeline.models.mmrm_unet import smooth_fill
 
     image, mask = torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32)
     mask[:, :, 8:20, 10:26] = 1
-    net = create_model("mmrm-unet", width=4, depth=3, hole_fill="smooth")
+    fill = smooth_fill(image, mask, equation=equation).clamp(1e-3, 1 - 1e-3)   # a biharmonic fill overshoots
+    net = create_model("mmrm-unet", width=4, depth=3, hole_fill=hole_fill)
     assert net.stem.branches[0][0][0].in_channels == 4                 # RGB of the fill + the mask
     with torch.no_grad():
-        torch.testing.assert_close(net(image, mask), smooth_fill(image, mask), atol=2e-3, rtol=0)
+        torch.testing.assert_close(net(image, mask), fill, atol=2e-3, rtol=0)
         torch.nn.init.normal_(net.head.weight, std=0.1)              # a trained head corrects the fill
         corrected = net(image, mask)
-        assert corrected.sub(smooth_fill(image, mask)).abs().max() > 0.05
+        assert corrected.sub(fill).abs().max() > 0.05
         assert corrected.min() >= 0 and corrected.max() <= 1
     with pytest.raises(ValueError, match="hole_fill must be"):
         create_model("mmrm-unet", width=4, depth=3, hole_fill="grey")
