@@ -4,8 +4,9 @@ Reads the workspace's pipeline outputs (`data/dataset`, `models/segmenter.pt`,
 `models/inpainter_finetuned.pt`, e.g. after `make run` or `bash benchmarks/quality.sh`) and prints:
 per mask-ratio bin the occluder IoU (mean per image and pooled), false positives and misses as a share
 of the true occluder's area; IoU per occluder type; then, for the threshold alone, horizontal-flip
-test-time averaging, hysteresis thresholds and soft compositing, the occluder IoU, the 1-10 % bin's
-whole-image L1 and SSIM (where floor 2 fails against the input) and the in-mask PSNR over the split.
+test-time averaging, hysteresis thresholds, soft compositing and the mask grown by one pixel, the
+occluder IoU, the 1-10 % bin's whole-image L1 and SSIM (where floor 2 fails against the input), and
+over the split the whole-image SSIM and the in-mask PSNR.
 Also the inpainter's PSNR inside the ground-truth mask against OpenCV Telea's (floor 3).
 
     .venv/bin/python benchmarks/segmenter_errors.py [--inpainter models/inpainter.pt ...]
@@ -80,7 +81,8 @@ def main() -> None:
         metrics = inpainting_metrics(output, clean, truth)
         segmentation = f"IoU {iou(mask, truth).mean():.4f}" if mask is not None else " " * 10
         print(f"{name:34s} {segmentation}  1-10 %: L1 {metrics['l1'][small].mean():.4f} "
-              f"SSIM {metrics['ssim'][small].mean():.4f}  in-mask PSNR (all) {metrics['psnr_masked'].mean():.2f}")
+              f"SSIM {metrics['ssim'][small].mean():.4f}  all: SSIM {metrics['ssim'].mean():.4f} "
+              f"in-mask PSNR {metrics['psnr_masked'].mean():.2f}")
 
     scored("occluded input", image)
     averaged = (plain + flipped) / 2
@@ -93,6 +95,9 @@ def main() -> None:
     for high in (0.8, 0.9, 0.97):
         mask = hysteresis(plain, 0.5, high)
         scored(f"hysteresis 0.5 / {high}", inpaint(inpainter, image, mask, batch_size=100), mask)
+    grown = F.max_pool2d(predicted, 3, stride=1, padding=1)
+    scored("grown by one pixel (3x3 dilation)", inpaint(inpainter, image, grown, batch_size=100), grown)
+    scored("  Telea on the same grown mask", telea_inpaint(image, grown, 3), grown)
 
     telea = inpainting_metrics(telea_inpaint(image, truth, 3), clean, truth)["psnr_masked"].mean()
     for path in args.inpainter:

@@ -7,6 +7,7 @@ ran the flow), so the artifact links out instead: to the MLflow runs, the gate's
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,21 @@ METHOD_ROWS = (("end_to_end", "ours: predicted mask"), ("gt_mask", "ours: ground
 METRIC_COLUMNS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"  # what `make mlflow-ui` serves for a local store
 
+logger = logging.getLogger(__name__)
 
-def mlflow_run_link(tracking_uri: str, run_id: str) -> str:
+
+def mlflow_run_link(tracking_uri: str, run_id: str) -> str | None:
     """The run's page: on the tracking server, or in the local store's UI (DEOCCLUDE_MLFLOW_UI_URL or
-    `make mlflow-ui`'s address)."""
+    `make mlflow-ui`'s address). None, with a warning, when the store cannot find the run: by then the
+    model is registered, and a missing link must not stop the flow before its notifications."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    experiment_id = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
+    try:
+        experiment_id = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
+    except MlflowException as error:
+        logger.warning("no link to MLflow run %s in %s: %s", run_id, tracking_uri, error)
+        return None
     if tracking_uri.startswith(("http://", "https://")):
         base = tracking_uri
     else:
@@ -72,13 +81,14 @@ def publish_summary(root: Path, summary: dict[str, Any]) -> dict[str, str]:
     """A markdown artifact (metrics, decision, links) and link artifacts for the MLflow run and report."""
     metrics_file = root / "reports" / "eval" / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    links = {"MLflow pipeline run": mlflow_run_link(summary["tracking_uri"], summary["pipeline_run_id"]),
-             "MLflow registration run": mlflow_run_link(summary["tracking_uri"], summary["register_run_id"])}
+    runs = {"MLflow pipeline run": summary["pipeline_run_id"], "MLflow registration run": summary["register_run_id"]}
+    links = {label: url for label, run_id in runs.items() if (url := mlflow_run_link(summary["tracking_uri"], run_id))}
     if summary.get("gate_report"):
         links["promotion gate page"] = summary["gate_report"]
     links["evaluation report"] = Path(summary["report"]).resolve().as_uri()
     create_markdown_artifact(key="deocclude-run", markdown=summary_markdown(summary, metrics, links),
                              description=f"deocclusion v{summary['version']} is {summary['alias']}")
-    create_link_artifact(key="deocclude-mlflow-run", link=links["MLflow pipeline run"], link_text="MLflow pipeline run")
+    if "MLflow pipeline run" in links:
+        create_link_artifact(key="deocclude-mlflow-run", link=links["MLflow pipeline run"], link_text="MLflow pipeline run")
     create_link_artifact(key="deocclude-report", link=links["evaluation report"], link_text="evaluation report")
     return links
