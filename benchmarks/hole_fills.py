@@ -4,7 +4,8 @@ Reads the workspace's dataset (`data/dataset`, e.g. after `make run`). First, on
 the PSNR inside the ground-truth mask of: OpenCV Telea and Navier-Stokes, the harmonic fill the quick
 profile's inpainter corrected until 2026-12-02 (`smooth_fill`, at several Jacobi steps a level), the
 relaxed biharmonic fill it corrects now (`smooth_fill(..., equation="biharmonic")`), scikit-image's exact
-biharmonic solve, and the mean of the harmonic and the exact biharmonic fill. Then, with `--fit`, it trains the quick
+biharmonic solve, and the mean of the harmonic and the exact biharmonic fill; then oracles built from
+the clean image (blurred, or each hole its own true mean colour) and each torch fill's time. Then, with `--fit`, it trains the quick
 profile's MMRM U-Net (bf16 autocast, Adam one-cycle, the stage's L1 + 4 x hole L1, flips) on the
 training split over a chosen base fill, and prints the validation PSNR in the mask and the same on 300
 training images after each epoch: equal figures mean the network underfits (more data would not help).
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from skimage.restoration import inpaint_biharmonic
 
 import pipeline  # noqa: F401  (the torchvision shim first)
@@ -66,9 +68,23 @@ def compare_fills(dataset: Path, count: int) -> None:
     print(f"PSNR inside the ground-truth mask, {len(images)} validation images")
     for name, filled in rows.items():
         print(f"  {name:45s} {psnr_in_mask(filled, images, clean, masks):.3f}")
+    print("Oracles, from the clean image itself (how much of the error lies at which scale)")
+    for sigma in (1.0, 2.0, 3.0):
+        print(f"  the clean image blurred, Gaussian sigma {sigma:.0f} px         {psnr_in_mask(blurred(clean, sigma), images, clean, masks):.3f}")
+    hole_mean = (clean * masks).sum(dim=(2, 3), keepdim=True) / masks.sum(dim=(2, 3), keepdim=True).clamp_min(1)
+    print(f"  each hole filled with its own true mean colour    {psnr_in_mask(hole_mean.expand_as(clean), images, clean, masks):.3f}")
     print("ms per batch of 16 (median of 20 calls)")
     for equation, steps in (("harmonic", 5), ("biharmonic", 20), ("biharmonic", 50), ("biharmonic", 100)):
         print(f"  {equation}, {steps} steps a level: {fill_time(images[:16], masks[:16], steps, equation):.1f}")
+
+
+def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = int(3 * sigma + 0.5)
+    taps = torch.exp(-torch.arange(-radius, radius + 1).float() ** 2 / (2 * sigma ** 2))
+    taps = (taps / taps.sum()).expand(images.shape[1], 1, -1)
+    padded = F.pad(images, (radius,) * 4, mode="replicate")
+    rows = F.conv2d(padded, taps.unsqueeze(2), groups=images.shape[1])
+    return F.conv2d(rows, taps.unsqueeze(3), groups=images.shape[1])
 
 
 def fill_time(images: torch.Tensor, masks: torch.Tensor, steps: int, equation: str) -> float:
