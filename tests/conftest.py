@@ -63,6 +63,28 @@ TINY_ARCH_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store_reset_after_each_test():
+    """mlflow.set_tracking_uri / set_registry_uri, which stages call in-process, keep the store in a
+    module global and write it into os.environ: both go back after each test, so no later test in the
+    same worker finds an earlier test's store."""
+    saved = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def tiny_arch_kwargs(name: str) -> dict[str, Any]:
     return TINY_ARCH_KWARGS.get(name) or TINY_ARCH_KWARGS[name.split("-no-")[0]]
 
