@@ -114,7 +114,7 @@ def _relax_biharmonic(image: torch.Tensor, hole: torch.Tensor, iterations: int) 
     return image
 
 
-HOLE_FILL_STEPS = {"smooth": 5, "biharmonic": 50}
+RELAXATION_STEPS = {"harmonic": 5, "biharmonic": 50}   # a level, by default
 
 
 def smooth_fill(image: torch.Tensor, occluder_mask: torch.Tensor, iterations: int | None = None,
@@ -130,7 +130,7 @@ def smooth_fill(image: torch.Tensor, occluder_mask: torch.Tensor, iterations: in
         raise ValueError(f"smooth_fill: equation must be 'harmonic' or 'biharmonic', got {equation!r}")
     relax = _relax_harmonic if equation == "harmonic" else _relax_biharmonic
     if iterations is None:
-        iterations = HOLE_FILL_STEPS["smooth" if equation == "harmonic" else "biharmonic"]
+        iterations = RELAXATION_STEPS[equation]
     with torch.autocast(image.device.type, enabled=False):
         known = (occluder_mask <= 0).float()                 # any mask value above 0 hides the pixel
         image = image.float()
