@@ -2,11 +2,11 @@
 
 Reads the workspace's dataset (`data/dataset`, e.g. after `make run`). First, on the validation split,
 the PSNR inside the ground-truth mask of: OpenCV Telea and Navier-Stokes, the harmonic fill the quick
-profile's inpainter corrected until 2026-12-02 (`smooth_fill`, at several Jacobi steps a level), the
-relaxed biharmonic fill it corrects now (`smooth_fill(..., equation="biharmonic")`), scikit-image's exact
+profile's inpainter corrects (`smooth_fill`, at several Jacobi steps a level), the relaxed biharmonic
+fill of `hole_fill: biharmonic` (`smooth_fill(..., equation="biharmonic")`), scikit-image's exact
 biharmonic solve, and the mean of the harmonic and the exact biharmonic fill; then oracles built from
-the clean image (blurred, or each hole its own true mean colour) and each torch fill's time. Then, with `--fit`, it trains the quick
-profile's MMRM U-Net (bf16 autocast, Adam one-cycle, the stage's L1 + 4 x hole L1, flips) on the
+the clean image (blurred, or each hole its own true mean colour) and each torch fill's time. Then,
+with `--fit`, it trains the quick profile's MMRM U-Net (bf16 autocast, Adam one-cycle, the stage's L1 + 4 x hole L1, flips) on the
 training split over a chosen base fill, and prints the validation PSNR in the mask and the same on 300
 training images after each epoch: equal figures mean the network underfits (more data would not help).
 
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage.restoration import inpaint_biharmonic
 
 import pipeline  # noqa: F401  (the torchvision shim first)
@@ -30,6 +29,7 @@ from pipeline.config import OptimizerConfig
 from pipeline.data.dataset import load_split
 from pipeline.evaluation.metrics import inpainting_metrics
 from pipeline.evaluation.telea import navier_stokes_inpaint, telea_inpaint
+from pipeline.evaluation.timing import timed
 from pipeline.models.mmrm_unet import MMRMUNet, smooth_fill
 from pipeline.models.unet import compose_known_pixels
 from pipeline.training.augment import flip_half
@@ -56,21 +56,25 @@ def psnr_in_mask(filled: torch.Tensor, images: torch.Tensor, clean: torch.Tensor
 
 
 def compare_fills(dataset: Path, count: int) -> None:
+    from torchvision.transforms.v2.functional import gaussian_blur   # after pipeline's torchvision shim
+
     val = load_split(dataset, "val").select(0, count)
     images, clean, masks = val.occluded_image, val.clean_image, val.occluder_mask
-    harmonic, biharmonic = smooth_fill(images, masks), biharmonic_fill(images, masks)
+    harmonic = {steps: smooth_fill(images, masks, steps) for steps in (1, 5, 20, 100)}
+    biharmonic = biharmonic_fill(images, masks)
     rows = {"OpenCV Telea": telea_inpaint(images, masks), "OpenCV Navier-Stokes": navier_stokes_inpaint(images, masks),
-            **{f"harmonic, {steps} Jacobi steps a level": smooth_fill(images, masks, steps) for steps in (1, 5, 20, 100)},
+            **{f"harmonic, {steps} Jacobi steps a level": filled for steps, filled in harmonic.items()},
             **{f"biharmonic, relaxed {steps} damped Jacobi steps a level": smooth_fill(images, masks, steps, "biharmonic")
                for steps in (20, 50, 100)},
             "biharmonic (scikit-image's exact solve)": biharmonic,
-            "mean of harmonic (5 steps) and biharmonic": (harmonic + biharmonic) / 2}
+            "mean of harmonic (5 steps) and biharmonic": (harmonic[5] + biharmonic) / 2}
     print(f"PSNR inside the ground-truth mask, {len(images)} validation images")
     for name, filled in rows.items():
         print(f"  {name:45s} {psnr_in_mask(filled, images, clean, masks):.3f}")
     print("Oracles, from the clean image itself (how much of the error lies at which scale)")
     for sigma in (1.0, 2.0, 3.0):
-        print(f"  the clean image blurred, Gaussian sigma {sigma:.0f} px         {psnr_in_mask(blurred(clean, sigma), images, clean, masks):.3f}")
+        blurred = gaussian_blur(clean, kernel_size=2 * round(3 * sigma) + 1, sigma=sigma)
+        print(f"  the clean image blurred, Gaussian sigma {sigma:.0f} px         {psnr_in_mask(blurred, images, clean, masks):.3f}")
     hole_mean = (clean * masks).sum(dim=(2, 3), keepdim=True) / masks.sum(dim=(2, 3), keepdim=True).clamp_min(1)
     print(f"  each hole filled with its own true mean colour    {psnr_in_mask(hole_mean.expand_as(clean), images, clean, masks):.3f}")
     print("ms per batch of 16 (median of 20 calls)")
@@ -78,22 +82,9 @@ def compare_fills(dataset: Path, count: int) -> None:
         print(f"  {equation}, {steps} steps a level: {fill_time(images[:16], masks[:16], steps, equation):.1f}")
 
 
-def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = int(3 * sigma + 0.5)
-    taps = torch.exp(-torch.arange(-radius, radius + 1).float() ** 2 / (2 * sigma ** 2))
-    taps = (taps / taps.sum()).expand(images.shape[1], 1, -1)
-    padded = F.pad(images, (radius,) * 4, mode="replicate")
-    rows = F.conv2d(padded, taps.unsqueeze(2), groups=images.shape[1])
-    return F.conv2d(rows, taps.unsqueeze(3), groups=images.shape[1])
-
-
 def fill_time(images: torch.Tensor, masks: torch.Tensor, steps: int, equation: str) -> float:
     smooth_fill(images, masks, steps, equation)
-    times = []
-    for _ in range(20):
-        started = time.perf_counter()
-        smooth_fill(images, masks, steps, equation)
-        times.append(time.perf_counter() - started)
+    times = [timed(lambda: smooth_fill(images, masks, steps, equation), images.device)[1] for _ in range(20)]
     return float(np.median(times)) * 1e3
 
 
@@ -103,7 +94,8 @@ def fit(dataset: Path, kind: str, width: int, epochs: int, plain_blocks: bool, s
     train, val = train.select(0, len(train)), val.select(0, len(val))
     train_base = base_fill(kind, train.occluded_image, train.occluder_mask)
     val_base = base_fill(kind, val.occluded_image, val.occluder_mask)
-    net = MMRMUNet(width=width, depth=4, hole_fill="biharmonic" if kind == "biharmonic" else "smooth", use_mmrm=not plain_blocks).to(memory_format=torch.channels_last)
+    # The base is passed to encode and decode, so hole_fill only shapes the stem and head: the same for every kind.
+    net = MMRMUNet(width=width, depth=4, hole_fill="smooth", use_mmrm=not plain_blocks).to(memory_format=torch.channels_last)
     batch_size, lr = 16, 0.002
     steps_per_epoch = len(train.ids) // batch_size
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
