@@ -20,7 +20,7 @@ from pipeline.models.checkpoint import NetworkSettings, save_checkpoint
 from pipeline.models.registry import count_parameters, create_model
 from pipeline.stages.common import Paths, seed_everything, stage_run, write_json
 from pipeline.stages.training import (TrainingHistory, build_feature_extractor, build_inpainter, checkpoint_kwargs,
-                                      effective_loss_weights, fit, log_training_outputs)
+                                      effective_loss_weights, fit, fit_face_priors, log_training_outputs)
 from pipeline.training.inpainter import InpainterModule
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ def prepare(cfg: Config, section: InpainterConfig) -> InpainterTraining:
     resolution = section.resolution or cfg.data.resolution
     train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
     net, kwargs = build_inpainter(section)
+    fit_face_priors(net, train, resolution, cfg.seed)
     discriminator = (create_model(section.discriminator.arch, "discriminator", **section.discriminator.arch_kwargs)
                      if section.discriminator else None)
     features = build_feature_extractor(section, cfg.seed)

@@ -23,9 +23,10 @@ from torch import nn
 
 from pipeline.config import ConfigError, FinetuneConfig, InpainterConfig, NetworkTrainingConfig, RegistryConfig, SegmenterConfig
 from pipeline.data.datamodule import OcclusionDataModule
-from pipeline.data.dataset import MANIFEST, SplitFiles, sha256_file
+from pipeline.data.dataset import MANIFEST, SplitFiles, resize_split, sha256_file
 from pipeline.evaluation.report import save_grid, write_csv
 from pipeline.losses.perceptual import VGG19Features
+from pipeline.models.face_prior import EigenfacePrior
 from pipeline.models.registry import create_model, list_models
 from pipeline.registry.tracking import lightning_logger, log_artifact, log_metrics, set_tags
 from pipeline.training.callbacks import AtomicCheckpointIO, EpochProgress
@@ -68,6 +69,18 @@ def build_segmenter(section: SegmenterConfig) -> tuple[nn.Module, dict[str, Any]
 def build_inpainter(section: InpainterConfig) -> tuple[nn.Module, dict[str, Any]]:
     kwargs = network_kwargs(section.arch, section.arch_kwargs, section.pretrained, "inpainter")
     return create_model(section.arch, "inpainter", **kwargs), kwargs
+
+
+def fit_face_priors(net: nn.Module, train: SplitFiles, resolution: int, seed: int) -> None:
+    """Fit each `EigenfacePrior` in `net` (hole_fill: eigenface) to the training split's clean faces
+    at the training resolution, before the first step: it is part of the model, not learnt by gradients."""
+    priors = [module for module in net.modules() if isinstance(module, EigenfacePrior)]
+    if not priors:
+        return
+    faces = resize_split(train.select(0, len(train)), resolution).clean_image
+    for prior in priors:
+        prior.fit(faces, seed)
+    logger.info("eigenface prior fitted to %d training faces (and their mirror images) at %d px", len(faces), resolution)
 
 
 def build_feature_extractor(section: InpainterConfig, seed: int) -> VGG19Features | None:

@@ -18,7 +18,8 @@ from pipeline.config import ConfigError, load_config
 from pipeline.data.dataset import load_split
 from pipeline.models.pretrained import PretrainedWeightsMissing
 from pipeline.registry.tracking import tracked_run
-from pipeline.stages import generate, train_segmenter
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.stages import generate, train_inpainter, train_segmenter
 from pipeline.stages.common import Paths
 from pipeline.stages.training import fit, log_training_outputs, training_fingerprint
 from tests.conftest import BIN, deocclude, make_project, project_env, tiny_params, write_params
@@ -62,6 +63,23 @@ def test_pretrained_is_refused_for_an_architecture_without_weights(dataset_root,
                                                            "pretrained": True}})
     with pytest.raises(ConfigError, match="'sa-unet' has no pretrained weights"):
         train_segmenter.run(cfg)
+
+
+def test_the_inpainter_stage_fits_the_eigenface_prior_to_the_training_faces_and_saves_it(dataset_root, tmp_path):
+    cfg = config_in(dataset_root, tmp_path, {"inpainter": {
+        "arch": "mmrm-unet", "arch_kwargs": {"width": 4, "depth": 3, "hole_fill": "eigenface", "prior_components": 16},
+        "discriminator": None, "perceptual_fallback": "none", "loss_weights": {"l1": 1.0, "hole_l1": 4.0}, "epochs": 1}})
+    train_inpainter.run(cfg)
+    net, _ = load_checkpoint(Paths(cfg.root).inpainter)
+    train = load_split(Paths(cfg.root).dataset, "train")
+    faces = train.select(0, len(train)).clean_image
+    assert net.face_prior.basis.shape == (16, 3 * 32 * 32)
+    assert torch.allclose(net.face_prior.mean, (faces.mean(0) + faces.flip(-1).mean(0)) / 2, atol=1e-5)
+    image, mask = faces[:2], torch.zeros(2, 1, 32, 32)
+    mask[..., 8:20, 8:24] = 1
+    with torch.no_grad():
+        restored = net(image, mask)
+    assert restored.shape == image.shape and torch.isfinite(restored).all()
 
 
 class ScriptedScore(L.LightningModule):

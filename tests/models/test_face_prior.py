@@ -1,0 +1,78 @@
+"""The eigenface prior of `hole_fill: eigenface`: fitted faces are drawn back into a hole."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.models.face_prior import EigenfacePrior
+from pipeline.models.mmrm_unet import smooth_fill
+from pipeline.models.registry import create_model
+
+
+def faces_from_three_patterns(count: int, seed: int) -> torch.Tensor:
+    """Images that are mixtures of three fixed, mirror-symmetric patterns with sharp structure
+    (what a smooth interpolation cannot guess inside a hole)."""
+    generator = torch.Generator().manual_seed(0)
+    patterns = (torch.rand(3, 3, 32, 16, generator=generator) > 0.5).float()
+    patterns = torch.cat([patterns, patterns.flip(-1)], dim=-1)
+    weights = torch.rand(count, 3, generator=torch.Generator().manual_seed(seed))
+    weights = weights / weights.sum(1, keepdim=True)
+    return torch.einsum("np,pchw->nchw", weights, patterns)
+
+
+def test_the_fill_draws_the_hidden_structure_that_smooth_interpolation_misses():
+    prior = EigenfacePrior(components=8, strength=1e-4)
+    prior.fit(faces_from_three_patterns(40, seed=1))
+    faces = faces_from_three_patterns(4, seed=2)
+    mask = torch.zeros(4, 1, 32, 32)
+    mask[..., 8:24, 4:20] = 1
+    hidden = mask.expand_as(faces) > 0
+    filled = prior.fill(faces, mask)
+    assert (filled - faces)[hidden].abs().mean() < 0.01
+    assert (smooth_fill(faces, mask) - faces)[hidden].abs().mean() > 0.1
+    assert torch.equal(filled[~hidden], faces[~hidden])            # the visible pixels are kept
+
+
+def test_the_prior_pulls_towards_the_mean_face_when_nothing_is_visible():
+    faces = faces_from_three_patterns(40, seed=1)
+    prior = EigenfacePrior(components=8)
+    prior.fit(faces)
+    everything = torch.ones(1, 1, 32, 32)
+    mean_face = torch.cat([faces, faces.flip(-1)]).mean(0, keepdim=True)
+    assert torch.allclose(prior.posterior_mean(faces[:1], everything), mean_face, atol=1e-5)
+
+
+def test_fitting_is_deterministic_and_keeps_at_most_the_components_asked():
+    faces = faces_from_three_patterns(10, seed=3)
+    first, second = EigenfacePrior(components=64), EigenfacePrior(components=64)
+    first.fit(faces, seed=5)
+    second.fit(faces, seed=5)
+    assert torch.equal(first.basis, second.basis)
+    assert first.basis.shape == (20, 3 * 32 * 32)                   # 10 faces and their mirror images
+
+
+def test_an_unfitted_or_mis_sized_prior_is_a_clear_error():
+    prior = EigenfacePrior()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        prior.fill(torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))
+    prior.fit(faces_from_three_patterns(4, seed=1))
+    with pytest.raises(ValueError, match=r"fitted to images \(3, 32, 32\), got \(3, 64, 64\)"):
+        prior.fill(torch.rand(1, 3, 64, 64), torch.zeros(1, 1, 64, 64))
+    with pytest.raises(ValueError, match="components"):
+        EigenfacePrior(components=0)
+
+
+def test_an_mmrm_unet_with_the_prior_starts_at_its_fill_and_reloads_it_from_a_state_dict():
+    torch.manual_seed(0)
+    net = create_model("mmrm-unet", width=4, depth=3, hole_fill="eigenface", prior_components=8)
+    net.face_prior.fit(faces_from_three_patterns(12, seed=1))
+    image, mask = faces_from_three_patterns(2, seed=4), torch.zeros(2, 1, 32, 32)
+    mask[..., 4:16, 10:30] = 1
+    with torch.no_grad():
+        output = net(image, mask)
+        fill = net.face_prior.fill(image, mask).clamp(1e-3, 1 - 1e-3)
+        assert torch.allclose(output, fill, atol=1e-5)              # the head is zero at initialisation
+        reloaded = create_model("mmrm-unet", width=4, depth=3, hole_fill="eigenface", prior_components=8)
+        reloaded.load_state_dict(net.state_dict())
+        assert torch.equal(reloaded(image, mask), output)
