@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
 import logging
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -161,6 +162,28 @@ def training_fingerprint(stage: str, section: NetworkTrainingConfig | FinetuneCo
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def network_step(module: L.LightningModule, batch_size: int, resolution: int) -> Callable[[], None]:
+    """One forward and backward pass of a copy of `module.net` on a random batch of the training shape
+    (a mask hiding a third of each image for an inpainter), for `precision: auto` to time: the
+    copy, made at the first call, keeps the network's normalisation statistics and the global random
+    state untouched."""
+    copies: list[nn.Module] = []
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(batch_size, 3, resolution, resolution, generator=generator)
+    mask = torch.zeros(batch_size, 1, resolution, resolution)
+    mask[..., resolution // 3: 2 * resolution // 3, :] = 1
+
+    def step() -> None:
+        if not copies:
+            copies.append(copy.deepcopy(module.net).train())
+        net = copies[0]
+        inputs = (images,) if len(inspect.signature(net.forward).parameters) == 1 else (images, mask)
+        with torch.random.fork_rng(devices=[]):
+            net.zero_grad(set_to_none=True)
+            net(*inputs).float().mean().backward()
+    return step
+
+
 def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | FinetuneConfig, train: SplitFiles,
         val: SplitFiles, resolution: int, seed: int, registry: RegistryConfig, run_id: str, models_dir: Path,
         determined_by: dict[str, Any] | None = None, inputs: Sequence[Path] = (),
@@ -176,7 +199,11 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
     resume_dir = models_dir / RESUME_DIRECTORY / f"{stage}-{fingerprint}"
     last = resume_dir / "last.ckpt"
     hardware = section.trainer
-    precision = resolve_precision(hardware.precision, hardware.accelerator)
+    # Timed only in one process: the processes of a distributed run must not pick different precisions.
+    single_process = hardware.devices in (1, "auto") and hardware.num_nodes == 1 and hardware.strategy in ("auto", "single_device")
+    timed = single_process and isinstance(getattr(module, "net", None), nn.Module)
+    precision = resolve_precision(hardware.precision, hardware.accelerator,
+                                  network_step(module, section.batch_size, resolution) if timed else None)
     logger.info("%s: training in precision %s (trainer.precision %s)", stage, precision, hardware.precision)
     if mlflow.active_run() is not None:
         set_tags({f"{stage}.precision": precision})

@@ -1,18 +1,28 @@
-"""`trainer.precision: auto`: bf16 autocast only where the hardware runs bf16 faster than fp32.
+"""`trainer.precision: auto`: bf16 autocast only where it trains the network faster than fp32.
 
 On a CPU without AVX-512 BF16 or AMX, PyTorch emulates bf16 convolutions: measured on a 2-core AMD
 EPYC (AVX2 only), a 64-channel 3x3 convolution ran at 12 GFLOP/s under bf16 autocast against 122 in
-fp32, ten times slower; on a CPU with AVX-512 BF16 it ran twice as fast (BENCHMARKS.md).
+fp32, ten times slower. With those flags it depends on the CPU: bf16 made the quick profile's steps
+1.3-1.8x faster on a 2-core EPYC with AVX-512 BF16 and on a Xeon with AMX, but slower on a 2-core
+Xeon with AVX-512 BF16 and no AMX (SA-UNet 333 against 289 ms a step, MMRM U-Net 446 against 338;
+BENCHMARKS.md). So where the flags allow bf16, `auto` times the network's own step in both.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+logger = logging.getLogger(__name__)
+
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+BF16_MIN_SPEEDUP = 1.1      # bf16 must beat fp32 by this factor: a tie keeps fp32's accuracy
 
 
 @lru_cache(maxsize=1)
@@ -32,11 +42,33 @@ def cpu_has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
     return any(flag in (cpu_flags() if flags is None else flags) for flag in BF16_CPU_FLAGS)
 
 
-def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+def step_seconds(step: Callable[[], object], bf16: bool, repeats: int = 3) -> float:
+    """The fastest of `repeats` calls of `step` after one warm-up, on the CPU, under bf16 autocast or not."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        step()
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def resolve_precision(precision: str, accelerator: str = "auto", step: Callable[[], object] | None = None) -> str:
     """The Lightning precision to train in: `precision` itself unless it is "auto", which becomes
-    "bf16-mixed" on a CUDA GPU with bf16 or a CPU with AVX-512 BF16 / AMX, else "32"."""
+    "bf16-mixed" on a CUDA GPU with bf16; on a CPU "32" without AVX-512 BF16 / AMX, else "bf16-mixed"
+    when `step` (one forward and backward pass of the network) runs at least BF16_MIN_SPEEDUP times
+    faster under bf16 autocast than in fp32, or when there is no `step` to time."""
     if precision != "auto":
         return precision
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32"
-    return "bf16-mixed" if cpu_has_fast_bf16() else "32"
+    if not cpu_has_fast_bf16():
+        return "32"
+    if step is None:
+        return "bf16-mixed"
+    fp32, bf16 = step_seconds(step, bf16=False), step_seconds(step, bf16=True)
+    chosen = "bf16-mixed" if fp32 >= BF16_MIN_SPEEDUP * bf16 else "32"
+    logger.info("precision auto: a step of the network takes %.0f ms in fp32 and %.0f ms under bf16 autocast: %s",
+                fp32 * 1e3, bf16 * 1e3, chosen)
+    return chosen

@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+import time
+
+from pipeline.training import precision as precision_module
 from pipeline.training.precision import cpu_has_fast_bf16, resolve_precision
 
 
@@ -28,3 +31,40 @@ def test_auto_in_params_is_accepted(tmp_path):
 
     config = load_config(write_params(tmp_path, tiny_params({"segmenter": {"trainer": {"precision": "auto"}}})))
     assert config.segmenter.trainer.precision == "auto"
+
+
+def step_slower_under(autocast_state: bool, seconds: float = 0.02):
+    def step() -> None:
+        if torch.is_autocast_enabled("cpu") == autocast_state:
+            time.sleep(seconds)
+    return step
+
+
+def test_auto_times_the_network_where_the_flags_allow_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu", step_slower_under(autocast_state=True)) == "32"
+    assert resolve_precision("auto", "cpu", step_slower_under(autocast_state=False)) == "bf16-mixed"
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"            # nothing to time: the flags decide
+    monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu", step_slower_under(autocast_state=False)) == "32"   # emulated bf16
+
+
+def test_the_timed_step_leaves_the_network_and_the_random_state_as_they_were():
+    from pipeline.models.registry import create_model
+    from pipeline.stages.training import network_step
+
+    class Holder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = create_model("sa-unet", width=4, max_channels=16)
+
+    holder = Holder()
+    before = {name: value.clone() for name, value in holder.net.state_dict().items()}
+    random_state = torch.get_rng_state()
+    step = network_step(holder, batch_size=2, resolution=64)
+    step()
+    assert torch.equal(torch.get_rng_state(), random_state)
+    after = holder.net.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert all(parameter.grad is None for parameter in holder.net.parameters())
