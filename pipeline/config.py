@@ -120,7 +120,8 @@ class TrainerConfig:
     """How Lightning runs one training section: hardware, numerics and data loading."""
 
     precision: str = "32"              # "bf16-mixed": autocast, fp32 weights (CPUs with AVX-512 bf16, GPUs);
-                                       # "auto": bf16-mixed where the hardware has fast bf16, else "32"
+                                       # "auto": bf16-mixed on a bf16 GPU, or on a CPU with AVX-512 BF16 / AMX
+                                       # where the network's step times faster in it; else "32"
     accelerator: str = "auto"          # cpu | gpu | auto
     devices: int | str = 1
     strategy: str = "auto"             # e.g. ddp for several devices or nodes

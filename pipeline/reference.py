@@ -10,12 +10,12 @@ person and lambda_3 = 2 sigmoid(k (x - x0)) (eq. 7), x the occluded percentage.
 
 No pretrained StyleGAN can be had here, so the generator is our own inpainter, split in two: every
 supported inpainter provides `encode(image, mask) -> (latent, skips)` and `decode(latent, skips)`,
-with `decode(*encode(...))` its forward pass (an MMRM U-Net with `hole_fill: smooth` or `biharmonic`
+with `decode(*encode(...))` its forward pass (an MMRM U-Net with any `hole_fill` but `white`
 also takes the fill it corrects, `fill_base(image, mask)`, in both). The latent is the bottleneck: IFACENET's fused
 ensemble features F_N1 (its decoder reads nothing else), the U-Nets' deepest features. The occluded
 image's latent starts the optimisation; each reference's latent is the encoder's output for the
 clean reference with an empty mask. Only the latent moves: a U-Net's skip features stay those of the
-occluded input (its hole is white or harmonically filled there), so on a U-Net the prior acts through the bottleneck alone,
+occluded input (its hole is white or filled there), so on a U-Net the prior acts through the bottleneck alone,
 and the shallow skips still carry the hole's fill; IFACENET, the default, has no skips.
 
 Two departures from the paper, both for numerical reasons:

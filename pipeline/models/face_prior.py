@@ -22,8 +22,9 @@ _FITTED = ("mean", "basis", "precision")
 
 class EigenfacePrior(nn.Module):
     """`components` principal directions of the training faces, fitted by `fit` (not by gradients:
-    buffers, saved with the network). `strength` scales the prior's pull towards the mean face
-    against the visible pixels (the noise variance, in units of the training faces' variance)."""
+    buffers, saved with the network). `strength` is the noise variance a visible pixel is given (in
+    pixel values squared) against each direction's variance over the faces: the larger, the harder
+    the fill is pulled towards the mean face."""
 
     def __init__(self, components: int = 256, strength: float = 0.3) -> None:
         super().__init__()
@@ -47,13 +48,14 @@ class EigenfacePrior(nn.Module):
         samples = torch.cat([faces, faces.flip(-1)]).flatten(1).float()
         mean = samples.mean(0)
         rank = min(self.components, *samples.shape)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng():
             torch.manual_seed(seed)
             _, singular, directions = torch.svd_lowrank(samples - mean, q=min(rank + 10, *samples.shape), niter=3)
-        self.mean = mean.view(faces.shape[1:]).to(faces.device)
-        self.basis = directions[:, :rank].T.contiguous().to(faces.device)
+        device = self.basis.device                  # where the network is, whatever the faces' device
+        self.mean = mean.view(faces.shape[1:]).to(device)
+        self.basis = directions[:, :rank].T.contiguous().to(device)
         variance = singular[:rank].square().clamp_min(1e-8) / samples.shape[0]
-        self.precision = (self.strength / variance).to(faces.device)
+        self.precision = (self.strength / variance).to(device)
 
     def posterior_mean(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W): the face the model finds most likely given the pixels outside the mask."""
@@ -62,16 +64,18 @@ class EigenfacePrior(nn.Module):
         if tuple(image.shape[1:]) != tuple(self.mean.shape):
             raise ValueError(f"eigenface prior: fitted to images {tuple(self.mean.shape)}, got {tuple(image.shape[1:])}")
         with torch.autocast(image.device.type, enabled=False):
+            # fp32 whatever the buffers were cast to (bf16-true): the solve relies on orthonormal rows
+            mean, basis, precision = self.mean.float().flatten(), self.basis.float(), self.precision.float()
             hidden = (occluder_mask > 0).expand_as(image).flatten(1)
-            centred = (image.float().flatten(1) - self.mean.flatten()) * ~hidden
-            rhs = centred @ self.basis.T                                    # (B, K): B V^T y over the visible pixels
-            identity = torch.diag(1 + self.precision)
+            centred = (image.float().flatten(1) - mean) * ~hidden
+            rhs = centred @ basis.T                                         # (B, K): B V^T y over the visible pixels
+            identity = torch.diag(1 + precision)
             systems = []
             for hidden_pixels in hidden:       # V V^T = I: the visible Gram matrix is I minus the hidden columns'
-                columns = self.basis[:, hidden_pixels]
+                columns = basis[:, hidden_pixels]
                 systems.append(identity - columns @ columns.T)
             coefficients = torch.linalg.solve(torch.stack(systems), rhs)
-            return (self.mean.flatten() + coefficients @ self.basis).view_as(image).clamp(0, 1)
+            return (mean + coefficients @ basis).view_as(image).clamp(0, 1)
 
     def fill(self, image: torch.Tensor, occluder_mask: torch.Tensor) -> torch.Tensor:
         """The image with its hidden pixels drawn by the model, plus the harmonic fill of the

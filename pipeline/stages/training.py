@@ -106,6 +106,7 @@ def effective_loss_weights(weights: dict[str, float], has_features: bool, has_di
 # Under models/ but outside every stage's outputs: DVC neither removes it before a stage reruns nor
 # takes a killed stage's checkpoints for a finished model.
 RESUME_DIRECTORY = ".resume"
+PRECISION_FILE = "precision"   # in a resume directory: the precision its run chose
 
 # Lightning's messages that say nothing a user of this pipeline can act on: the loaders' worker
 # count is a param, an epoch here may hold fewer batches than a logging interval, and a resume
@@ -200,10 +201,17 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
     last = resume_dir / "last.ckpt"
     hardware = section.trainer
     # Timed only in one process: the processes of a distributed run must not pick different precisions.
+    # A resumed run keeps the precision its first part trained in.
     single_process = hardware.devices in (1, "auto") and hardware.num_nodes == 1 and hardware.strategy in ("auto", "single_device")
     timed = single_process and isinstance(getattr(module, "net", None), nn.Module)
-    precision = resolve_precision(hardware.precision, hardware.accelerator,
-                                  network_step(module, section.batch_size, resolution) if timed else None)
+    chosen_file = resume_dir / PRECISION_FILE
+    if last.is_file() and chosen_file.is_file():
+        precision = chosen_file.read_text().strip()
+    else:
+        precision = resolve_precision(hardware.precision, hardware.accelerator,
+                                      network_step(module, section.batch_size, resolution) if timed else None)
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        chosen_file.write_text(precision)
     logger.info("%s: training in precision %s (trainer.precision %s)", stage, precision, hardware.precision)
     if mlflow.active_run() is not None:
         set_tags({f"{stage}.precision": precision})

@@ -34,13 +34,27 @@ def test_the_fill_draws_the_hidden_structure_that_smooth_interpolation_misses():
     assert torch.equal(filled[~hidden], faces[~hidden])            # the visible pixels are kept
 
 
-def test_the_prior_pulls_towards_the_mean_face_when_nothing_is_visible():
+def test_nothing_visible_gives_the_mean_face_and_everything_visible_gives_the_image_back():
     faces = faces_from_three_patterns(40, seed=1)
-    prior = EigenfacePrior(components=8)
+    prior = EigenfacePrior(components=8, strength=1e-6)
     prior.fit(faces)
-    everything = torch.ones(1, 1, 32, 32)
     mean_face = torch.cat([faces, faces.flip(-1)]).mean(0, keepdim=True)
-    assert torch.allclose(prior.posterior_mean(faces[:1], everything), mean_face, atol=1e-5)
+    assert torch.allclose(prior.posterior_mean(faces[:1], torch.ones(1, 1, 32, 32)), mean_face, atol=1e-5)
+    unseen = faces_from_three_patterns(2, seed=7)                   # in the model's span, not fitted
+    assert torch.allclose(prior.posterior_mean(unseen, torch.zeros(2, 1, 32, 32)), unseen, atol=1e-3)
+
+
+def test_buffers_cast_to_bf16_still_fill_in_fp32():
+    faces = faces_from_three_patterns(20, seed=1)
+    prior = EigenfacePrior(components=8, strength=1e-4)
+    prior.fit(faces)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[..., 8:24, 4:20] = 1
+    expected = prior.fill(faces[:2], mask)
+    prior.to(torch.bfloat16)                                        # what precision: bf16-true does to buffers
+    filled = prior.fill(faces[:2], mask)
+    assert filled.dtype == torch.float32
+    assert (filled - expected).abs().max() < 0.05
 
 
 def test_fitting_is_deterministic_and_keeps_at_most_the_components_asked():

@@ -132,6 +132,32 @@ def test_fit_keeps_the_best_epoch_logs_one_line_per_epoch_and_honours_the_traine
     assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
 
 
+class StopAfterFirstEpoch(L.Callback):
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:                     # epoch 1's last.ckpt is written by then
+            raise RuntimeError("killed")
+
+
+def test_a_resumed_run_keeps_the_precision_its_first_part_chose(dataset_root, tmp_path):
+    from pipeline.training.precision import resolve_precision
+
+    cfg = config_in(dataset_root, tmp_path, {"segmenter": {"epochs": 2, "trainer": {"precision": "auto"}}})
+    paths = Paths(cfg.root)
+    train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
+    with tracked_run(cfg.registry, "fit-test", {}, {}) as run:
+        with pytest.raises(RuntimeError, match="killed"):
+            fit(ScriptedScore([0.2, 0.9]), "train_segmenter", cfg.segmenter, train, val, 32, cfg.seed, cfg.registry,
+                run.info.run_id, paths.models, callbacks=[StopAfterFirstEpoch()])
+        (resume_dir,) = (paths.models / ".resume").iterdir()
+        assert (resume_dir / "last.ckpt").is_file()
+        assert (resume_dir / "precision").read_text() == resolve_precision("auto", "cpu")
+        other = "32" if resolve_precision("auto", "cpu") == "bf16-mixed" else "bf16-mixed"
+        (resume_dir / "precision").write_text(other)            # as if the first part had timed the other way
+        module = ScriptedScore([0.2, 0.9])
+        fit(module, "train_segmenter", cfg.segmenter, train, val, 32, cfg.seed, cfg.registry, run.info.run_id, paths.models)
+    assert module.trainer.precision in (other, f"{other}-true")            # Lightning spells 32 as 32-true
+
+
 def test_the_resume_key_changes_with_what_is_learned_not_with_the_loader(dataset_root, tmp_path):
     cfg = config_in(dataset_root, tmp_path)
     key = lambda section, **kw: training_fingerprint("train_segmenter", section, kw.get("resolution", 32), cfg.seed,  # noqa: E731
