@@ -90,3 +90,27 @@ def test_an_mmrm_unet_with_the_prior_starts_at_its_fill_and_reloads_it_from_a_st
         reloaded = create_model("mmrm-unet", width=4, depth=3, hole_fill="eigenface", prior_components=8)
         reloaded.load_state_dict(net.state_dict())
         assert torch.equal(reloaded(image, mask), output)
+
+
+def test_a_deoccluder_with_the_prior_serves_a_photograph_of_another_size():
+    from pipeline.deocclusion import Deoccluder
+
+    class BoxSegmenter(torch.nn.Module):
+        """Calls a fixed box of the (resized) image an occluder."""
+
+        def forward(self, image):
+            logits = torch.full_like(image[:, :1], -10.0)
+            logits[..., 8:20, 10:22] = 10.0
+            return logits
+
+    torch.manual_seed(0)
+    net = create_model("mmrm-unet", width=4, depth=3, hole_fill="eigenface", prior_components=8).eval()
+    net.face_prior.fit(faces_from_three_patterns(12, seed=1))
+    photograph = (faces_from_three_patterns(1, seed=5)[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
+    photograph = torch.nn.functional.interpolate(
+        torch.from_numpy(photograph).permute(2, 0, 1)[None].float(), size=(57, 45), mode="nearest"
+    )[0].permute(1, 2, 0).byte().numpy()
+    mask, output = Deoccluder(BoxSegmenter(), net, 32, 32)(photograph)
+    assert mask.shape == (57, 45) and output.shape == (57, 45, 3)
+    assert 0.05 < mask.astype(bool).mean() < 0.3
+    assert (output[~mask.astype(bool)] == photograph[~mask.astype(bool)]).all()   # known pixels kept
