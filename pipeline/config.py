@@ -150,6 +150,7 @@ class NetworkTrainingConfig:
 class SegmenterConfig(NetworkTrainingConfig):
     threshold: float = 0.5
     opening_kernel: int = 0            # > 1: erosion then dilation of the predicted mask (paper 003: 7)
+    test_time_flip: bool = False       # average the occluder probability with the mirror image's (two passes)
 
 
 @dataclass(frozen=True)

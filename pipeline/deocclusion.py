@@ -49,9 +49,23 @@ def _batches(*tensors: torch.Tensor, batch_size: int | None) -> list[tuple[torch
     return list(zip(*(tensor.split(size) for tensor in tensors)))
 
 
+def occluder_probability(segmenter: nn.Module, images: torch.Tensor, test_time_flip: bool = False,
+                         logits: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, 3, H, W) -> the occluder's probability (N, 1, H, W) in fp32; `test_time_flip`: averaged with
+    the mirror image's, mirrored back. `logits`: the segmenter's output for `images` when the caller has it."""
+    if logits is None:
+        logits = segmenter(images)
+    probability = torch.sigmoid(occluder_logits(logits).float())
+    if test_time_flip:
+        mirrored = torch.sigmoid(occluder_logits(segmenter(images.flip(-1))).float()).flip(-1)
+        probability = (probability + mirrored) / 2
+    return probability
+
+
 @torch.no_grad()
 def predict_masks(segmenter: nn.Module, occluded_image: torch.Tensor, threshold: float,
-                  resolution: int | None = None, opening_kernel: int = 0, batch_size: int | None = None) -> torch.Tensor:
+                  resolution: int | None = None, opening_kernel: int = 0, batch_size: int | None = None,
+                  test_time_flip: bool = False) -> torch.Tensor:
     """(N, 3, H, W) -> binary occluder masks (N, 1, H, W), on occluded_image's device.
 
     The clean-up runs at the segmenter's resolution, where its kernel size was chosen."""
@@ -61,7 +75,7 @@ def predict_masks(segmenter: nn.Module, occluded_image: torch.Tensor, threshold:
     for (images,) in _batches(occluded_image, batch_size=batch_size):
         images = images.to(device)
         model_input = resize(images, (resolution, resolution)) if resolution else images
-        probability = torch.sigmoid(occluder_logits(segmenter(model_input)).float())
+        probability = occluder_probability(segmenter, model_input, test_time_flip)
         cut = threshold
         if opening_kernel > 1:
             probability = opening((probability > threshold).float(), opening_kernel)
@@ -182,6 +196,7 @@ class Deoccluder:
     threshold: float = 0.5
     opening_kernel: int = 0
     progressive: ProgressiveReconstruction | None = None   # paper 004's progressive reconstruction, any inpainter
+    test_time_flip: bool = False
 
     def to(self, device: torch.device | str) -> "Deoccluder":
         """Run both networks on `device`; images still come in and go out as numpy arrays."""
@@ -189,12 +204,17 @@ class Deoccluder:
         self.inpainter.to(device)
         return self
 
+    def masks(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """(N, 3, H, W) -> the binary occluder masks (N, 1, H, W) its segmenter settings give."""
+        return predict_masks(self.segmenter, images, self.threshold, self.segmenter_resolution, self.opening_kernel,
+                             batch_size, self.test_time_flip)
+
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 -> (mask (H, W) uint8 0/255, de-occluded image (H, W, 3) uint8)."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
         original = image_to_tensor(image)[None]                                    # (1, 3, H, W)
-        mask = predict_masks(self.segmenter, original, self.threshold, self.segmenter_resolution, self.opening_kernel)
+        mask = self.masks(original)
         output = inpaint(self.inpainter, original, mask, self.inpainter_resolution, progressive=self.progressive)
         return (mask[0, 0].numpy() * 255).astype(np.uint8), tensor_to_image(output[0])

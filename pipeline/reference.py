@@ -43,7 +43,7 @@ from torch import nn
 
 from pipeline.config import ReferenceConfig
 from pipeline.data.dataset import image_to_tensor, tensor_to_image
-from pipeline.deocclusion import Deoccluder, keep_black_and_white, network_device, predict_masks, resize
+from pipeline.deocclusion import Deoccluder, keep_black_and_white, network_device, resize
 from pipeline.errors import DeoccludeError
 from pipeline.losses.perceptual import VGG19Features
 from pipeline.models.unet import compose_known_pixels
@@ -227,8 +227,7 @@ def deocclude_with_references(deoccluder: Deoccluder, image: np.ndarray, referen
     side = deoccluder.inpainter_resolution
     reference_batch = torch.cat([resize(image_to_tensor(reference)[None], (side, side)) for reference in references])
     original = image_to_tensor(image)[None]                                         # (1, 3, H, W)
-    mask = predict_masks(deoccluder.segmenter, original, deoccluder.threshold, deoccluder.segmenter_resolution,
-                         deoccluder.opening_kernel)
+    mask = deoccluder.masks(original)
     output = reference_guided_inpaint(deoccluder.inpainter, original, mask, reference_batch, settings, side,
                                       discriminator, extractor)
     output = keep_black_and_white(output, original, mask)

@@ -100,8 +100,8 @@ def test_sa_unet_profile_uses_paper_003_settings(tmp_path):
     params["profile"] = "paper-sa-unet"
     cfg = load_config(write_params(tmp_path, params), env={})
     seg = cfg.segmenter
-    assert (seg.arch, seg.resolution, seg.batch_size, seg.optimizer.lr, seg.optimizer.betas, seg.opening_kernel) == \
-        ("sa-unet", 128, 8, 0.0002, (0.5, 0.999), 7)
+    assert (seg.arch, seg.resolution, seg.batch_size, seg.optimizer.lr, seg.optimizer.betas, seg.opening_kernel,
+            seg.test_time_flip) == ("sa-unet", 128, 8, 0.0002, (0.5, 0.999), 7, False)
     assert round(cfg.data.count * cfg.data.splits["train"]) == 14000  # paper 003 trains on 14,000 images
 
 

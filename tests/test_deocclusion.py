@@ -112,3 +112,26 @@ def test_a_coloured_object_on_a_black_and_white_photograph_is_painted_over_in_gr
     torch.testing.assert_close(output * (1 - masks), grey * (1 - masks))
     coloured = inpaint(ColourInpainter(), torch.rand(1, 3, 16, 16), masks)
     assert not torch.allclose(coloured[:, 0] * masks[:, 0], coloured[:, 2] * masks[:, 0])
+
+
+class LeftHalfSegmenter(torch.nn.Module):
+    """Sure of an occluder on the image's left half, unsure (p = 0.6) on its right."""
+
+    def forward(self, image):
+        logits = torch.full_like(image[:, :1], 0.4055)
+        logits[..., : image.shape[-1] // 2] = 10.0
+        return logits
+
+
+def test_test_time_flip_averages_the_probability_with_the_mirror_images():
+    images = torch.rand(2, 3, 8, 8)
+    plain = predict_masks(LeftHalfSegmenter(), images, 0.5)
+    flipped = predict_masks(LeftHalfSegmenter(), images, 0.5, test_time_flip=True)
+    assert plain.mean() == 1.0                                      # 1.0 left, 0.6 right: all above 0.5
+    assert flipped.mean() == 1.0                                    # (1.0 + 0.6) / 2 = 0.8 on both halves
+    strict = predict_masks(LeftHalfSegmenter(), images, 0.85, test_time_flip=True)
+    assert strict.sum() == 0 and predict_masks(LeftHalfSegmenter(), images, 0.85)[..., :4].mean() == 1.0
+    deoccluder = Deoccluder(LeftHalfSegmenter(), ColourInpainter(), 8, 8, threshold=0.85, test_time_flip=True)
+    mask, _ = deoccluder(np.zeros((8, 8, 3), dtype=np.uint8))
+    assert mask.max() == 0
+    assert Deoccluder(LeftHalfSegmenter(), ColourInpainter(), 8, 8, threshold=0.85)(np.zeros((8, 8, 3), np.uint8))[0][:, :4].min() == 255

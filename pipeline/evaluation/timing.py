@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import torch
 
-from pipeline.deocclusion import Deoccluder, inpaint, network_device, predict_masks
+from pipeline.deocclusion import Deoccluder, inpaint, network_device
 
 T = TypeVar("T")
 
@@ -47,8 +47,7 @@ def measure_latency(deoccluder: Deoccluder, images: torch.Tensor, batch_size: in
     def once() -> float:
         _synchronize(device)
         start = time.perf_counter()
-        mask = predict_masks(deoccluder.segmenter, batch, deoccluder.threshold, deoccluder.segmenter_resolution,
-                             deoccluder.opening_kernel)
+        mask = deoccluder.masks(batch)
         inpaint(deoccluder.inpainter, batch, mask, deoccluder.inpainter_resolution, progressive=deoccluder.progressive)
         _synchronize(device)
         return time.perf_counter() - start

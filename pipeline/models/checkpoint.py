@@ -33,6 +33,7 @@ class NetworkSettings:
     training_run_id: str                       # the MLflow run that trained (or fine-tuned) it
     threshold: float = 0.5                     # segmenter: occluder probability above which a pixel is masked
     opening_kernel: int = 0                    # segmenter: > 1, erosion then dilation at `resolution`
+    test_time_flip: bool = False               # segmenter: its probability averaged with the mirror image's
     discriminator_arch: str | None = None      # inpainter: trained adversarially against this discriminator
     discriminator_kwargs: dict[str, Any] = field(default_factory=dict)
     finetuned_on_segmenter: str | None = None  # inpainter: the segmenter arch whose masks it was fine-tuned on

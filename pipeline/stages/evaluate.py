@@ -160,10 +160,11 @@ def _score(models: Models, split: SplitFiles | SplitTensors, batch_size: int, te
     for start in range(0, len(split), batch_size):
         part = split.select(start, start + batch_size)
         masks = {"configured": predict_masks(models.segmenter, part.occluded_image, models.seg.threshold,
-                                             models.seg.resolution, models.seg.opening_kernel)}
+                                             models.seg.resolution, models.seg.opening_kernel,
+                                             test_time_flip=models.seg.test_time_flip)}
         for name, kernel in variants.items():
             masks[name] = predict_masks(models.segmenter, part.occluded_image, models.seg.threshold,
-                                        models.seg.resolution, kernel)
+                                        models.seg.resolution, kernel, test_time_flip=models.seg.test_time_flip)
         predicted_mask = masks["configured"]
         face = _face_labels(models, part.occluded_image)
         outputs = _outputs(models, part, predicted_mask, telea_radius, progressive, seconds)
@@ -460,7 +461,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     classes = list(CLASSES) if cams.shape[1] == len(CLASSES) else ["occluder"]
     metrics["gradcam"] = {"samples": [test.ids[i] for i in shown], "classes": classes}
     deoccluder = Deoccluder(models.segmenter, models.finetuned, seg.resolution, inp.resolution, seg.threshold,
-                            seg.opening_kernel)
+                            seg.opening_kernel, test_time_flip=seg.test_time_flip)
     metrics["latency"] = latency_record(deoccluder, test.select(0, max(settings.latency_batch_sizes)).occluded_image,
                                         settings.latency_batch_sizes, settings.latency_repeats)
     if progressive is not None:

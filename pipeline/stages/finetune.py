@@ -39,7 +39,8 @@ def run(cfg: Config) -> Path:
               "perceptual.backbone": f"vgg19-{cfg.inpainter.perceptual_weights}" if features else "none"}
     with stage_run(cfg, "finetune", params) as mlflow_run:
         module = JointFinetuneModule(inpainter.train(), segmenter, section.optimizer, weights, threshold,
-                                     segmenter_resolution, opening_kernel, discriminator=discriminator, feature_extractor=features,
+                                     segmenter_resolution, opening_kernel, segmenter_settings.test_time_flip,
+                                     discriminator=discriminator, feature_extractor=features,
                                      adversarial_loss=cfg.inpainter.adversarial_loss,
                                      discriminator_lr_scale=cfg.inpainter.discriminator.lr_scale if cfg.inpainter.discriminator else 1.0,
                                      hflip=section.hflip)
@@ -51,7 +52,8 @@ def run(cfg: Config) -> Path:
                            discriminator_kwargs={}, finetuned_on_segmenter=segmenter_settings.arch)
         save_checkpoint(paths.finetuned_inpainter, inpainter, settings)
         shown = resize_split(val.select(0, 8), resolution)
-        predicted = predict_masks(segmenter, shown.occluded_image, threshold, segmenter_resolution, opening_kernel)
+        predicted = predict_masks(segmenter, shown.occluded_image, threshold, segmenter_resolution, opening_kernel,
+                                  test_time_flip=segmenter_settings.test_time_flip)
         output = inpaint(inpainter, shown.occluded_image, predicted)
         final = log_training_outputs([paths.finetuned_inpainter], history, paths.training_reports / "finetune_history.csv",
                              [shown.occluded_image, predicted, output, shown.clean_image],

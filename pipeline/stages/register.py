@@ -25,7 +25,7 @@ from PIL import Image
 
 from pipeline.config import RESOLVED_PARAMS_FILE, Config, as_flat_dict
 from pipeline.data.dataset import SplitFiles, load_split, read_manifest
-from pipeline.deocclusion import Deoccluder, inpaint, predict_masks
+from pipeline.deocclusion import Deoccluder, inpaint
 from pipeline.evaluation.metrics import inpainting_metrics
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.registry.aliases import alias_version, move_alias
@@ -59,8 +59,7 @@ def per_image_scores(deoccluder: Deoccluder, split: SplitFiles, group: str, batc
     scores: PerImage = {}
     for part in split.chunks(batch_size):
         if group == "end_to_end":
-            mask = predict_masks(deoccluder.segmenter, part.occluded_image, deoccluder.threshold,
-                                 deoccluder.segmenter_resolution, deoccluder.opening_kernel)
+            mask = deoccluder.masks(part.occluded_image)
         else:
             mask = part.occluder_mask
         output = inpaint(deoccluder.inpainter, part.occluded_image, mask, deoccluder.inpainter_resolution)
@@ -166,7 +165,8 @@ def run(cfg: Config) -> dict[str, Any]:
     segmenter, segmenter_settings = load_checkpoint(paths.segmenter)
     inpainter, inpainter_settings = load_checkpoint(paths.finetuned_inpainter)
     deoccluder = Deoccluder(segmenter, inpainter, segmenter_settings.resolution, inpainter_settings.resolution,
-                            segmenter_settings.threshold, segmenter_settings.opening_kernel).to(evaluation_device(cfg))
+                            segmenter_settings.threshold, segmenter_settings.opening_kernel,
+                            test_time_flip=segmenter_settings.test_time_flip).to(evaluation_device(cfg))
     test = load_split(paths.dataset, "test")
     ours = candidate_scores(cfg, deoccluder, test, group)
     deoccluder.to("cpu")  # logged from the CPU, as it was saved

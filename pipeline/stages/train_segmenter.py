@@ -28,16 +28,17 @@ def run(cfg: Config) -> Path:
               "parameters": count_parameters(net), "training_resolution": resolution}
     with stage_run(cfg, "train_segmenter", params) as mlflow_run:
         module = SegmenterModule(net, section.optimizer, section.loss_weights, section.threshold, section.opening_kernel,
-                                 hflip=section.hflip)
+                                 hflip=section.hflip, test_time_flip=section.test_time_flip)
         history = fit(module, "train_segmenter", section, train, val, resolution, cfg.seed, cfg.registry, mlflow_run.info.run_id,
                       paths.models)
         net.eval()
         settings = NetworkSettings(section.arch, checkpoint_kwargs(net, kwargs), "segmenter", resolution,
                                    mlflow_run.info.run_id, threshold=section.threshold,
-                                   opening_kernel=section.opening_kernel)
+                                   opening_kernel=section.opening_kernel, test_time_flip=section.test_time_flip)
         save_checkpoint(paths.segmenter, net, settings)
         shown = resize_split(val.select(0, 8), resolution)
-        predicted = predict_masks(net, shown.occluded_image, section.threshold, None, section.opening_kernel)
+        predicted = predict_masks(net, shown.occluded_image, section.threshold, None, section.opening_kernel,
+                                  test_time_flip=section.test_time_flip)
         final = log_training_outputs([paths.segmenter], history, paths.training_reports / "segmenter_history.csv",
                              [shown.occluded_image, predicted, shown.occluder_mask],
                              paths.training_reports / "segmenter_samples.png")

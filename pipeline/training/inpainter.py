@@ -135,8 +135,9 @@ class JointFinetuneModule(InpainterModule):
 
     def __init__(self, net: nn.Module, segmenter: nn.Module, optimizer: OptimizerConfig,
                  loss_weights: dict[str, float], threshold: float = 0.5, segmenter_resolution: int | None = None,
-                 opening_kernel: int = 0, **kwargs: object) -> None:
+                 opening_kernel: int = 0, test_time_flip: bool = False, **kwargs: object) -> None:
         super().__init__(net, optimizer, loss_weights, **kwargs)
+        self.test_time_flip = test_time_flip
         self.segmenter = segmenter.eval().requires_grad_(False)
         self.threshold = threshold
         self.segmenter_resolution = segmenter_resolution
@@ -144,7 +145,7 @@ class JointFinetuneModule(InpainterModule):
 
     def occluder_mask_for(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return predict_masks(self.segmenter, batch["occluded_image"], self.threshold, self.segmenter_resolution,
-                             self.opening_kernel)
+                             self.opening_kernel, test_time_flip=self.test_time_flip)
 
     def train(self, mode: bool = True) -> "JointFinetuneModule":
         super().train(mode)

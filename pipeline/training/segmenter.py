@@ -8,10 +8,10 @@ import lightning as L
 import torch
 from torch import nn
 
-from pipeline.deocclusion import opening
+from pipeline.deocclusion import occluder_probability, opening
 from pipeline.evaluation.metrics import segmentation_metrics
 from pipeline.losses.reconstruction import weighted_sum
-from pipeline.losses.segmentation import bce_dice, occluder_logits
+from pipeline.losses.segmentation import bce_dice
 from pipeline.config import OptimizerConfig
 from pipeline.models.layers import clip_batch_instance_gates
 from pipeline.training.augment import flip_half
@@ -24,9 +24,11 @@ class SegmenterModule(L.LightningModule):
     monitor_mode = "max"
 
     def __init__(self, net: nn.Module, optimizer: OptimizerConfig, loss_weights: dict[str, float],
-                 threshold: float = 0.5, opening_kernel: int = 0, hflip: bool = False) -> None:
+                 threshold: float = 0.5, opening_kernel: int = 0, hflip: bool = False,
+                 test_time_flip: bool = False) -> None:
         super().__init__()
         self.hflip = hflip
+        self.test_time_flip = test_time_flip
         self.net = net
         self.optimizer_settings = optimizer
         self.threshold = threshold
@@ -47,7 +49,9 @@ class SegmenterModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch_size,
                  sync_dist=True)
         if stage == "val":
-            predicted = (torch.sigmoid(occluder_logits(logits)) > self.threshold).float()
+            # The kept epoch is chosen on the masks inference will draw.
+            probability = occluder_probability(self.net, batch["occluded_image"], self.test_time_flip, logits)
+            predicted = (probability > self.threshold).float()
             if self.opening_kernel > 1:  # paper 003 cleans masks in validation as at inference
                 predicted = opening(predicted, self.opening_kernel)
             for name, values in segmentation_metrics(predicted, batch["occluder_mask"]).items():

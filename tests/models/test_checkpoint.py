@@ -12,7 +12,8 @@ from tests.conftest import tiny_arch_kwargs
 def test_checkpoint_rebuilds_the_same_network_with_typed_settings(tmp_path):
     kwargs = tiny_arch_kwargs("sa-unet")
     net = create_model("sa-unet", **kwargs).eval()
-    settings = NetworkSettings("sa-unet", kwargs, "segmenter", 64, "run-1", threshold=0.4, opening_kernel=7)
+    settings = NetworkSettings("sa-unet", kwargs, "segmenter", 64, "run-1", threshold=0.4, opening_kernel=7,
+                               test_time_flip=True)
     save_checkpoint(tmp_path / "seg.pt", net, settings)
     restored, loaded = load_checkpoint(tmp_path / "seg.pt")
     image = torch.rand(1, 3, 64, 64)

@@ -203,3 +203,11 @@ def test_a_killed_training_stage_leaves_no_output_and_the_rerun_resumes(tmp_path
     assert len((paths.training_reports / "segmenter_history.csv").read_text().splitlines()) == 7  # header + 6
     assert not (paths.models / ".resume").exists()
     assert not [noise for noise in ("💡", "GPU available", "Traceback", "Warning", "warn(") if noise in output], output
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_the_segmenters_checkpoint_carries_test_time_flip_from_params(dataset_root, tmp_path, flip):
+    cfg = config_in(dataset_root, tmp_path, {"segmenter": {"epochs": 1, "test_time_flip": flip}})
+    train_segmenter.run(cfg)
+    _, settings = load_checkpoint(Paths(cfg.root).segmenter)
+    assert settings.test_time_flip is flip
