@@ -462,6 +462,10 @@ def _check(cfg: Config, source: Path) -> None:
     _check_same_identity(evaluation, source)
     _require(cfg.validation.max_failing_examples >= 1, source,
              f"validation.max_failing_examples must be >= 1, got {cfg.validation.max_failing_examples}")
+    for section, switch in (("segmenter", "pretrained"), ("segmenter", "hflip"), ("segmenter", "test_time_flip"),
+                            ("inpainter", "pretrained"), ("inpainter", "hflip"), ("finetune", "hflip")):
+        value = getattr(getattr(cfg, section), switch)
+        _require(isinstance(value, bool), source, f"{section}.{switch} must be true or false, got {value!r}")
     kernel = cfg.segmenter.opening_kernel
     _require(kernel == 0 or (kernel > 1 and kernel % 2 == 1), source, f"segmenter.opening_kernel must be 0 or an odd number > 1, got {kernel}")
     for name, known in (("segmenter", SEGMENTER_LOSS_TERMS), ("inpainter", INPAINTER_LOSS_TERMS), ("finetune", INPAINTER_LOSS_TERMS)):

@@ -145,6 +145,8 @@ def test_isnet_profile_uses_paper_004_settings(tmp_path):
     ({"inpainter": {"perceptual_fallback": "lpips"}}, "inpainter.perceptual_fallback must be random or none"),
     ({"profile": "fast"}, "profile 'fast' is not defined under 'profiles' (defined: quick, standard, quick-ifacenet, quick-isnet, paper, paper-sa-unet, paper-mmrm, paper-isnet)"),
     ({"segmenter": {"opening_kernel": 6}}, "segmenter.opening_kernel must be 0 or an odd number > 1, got 6"),
+    ({"segmenter": {"test_time_flip": "false"}}, "segmenter.test_time_flip must be true or false, got 'false'"),
+    ({"finetune": {"hflip": 1}}, "finetune.hflip must be true or false, got 1"),
     ({"inpainter": {"loss_weights": {"l1": 1.0, "lpips": 2.0}}}, "inpainter.loss_weights: unknown term(s) ['lpips']"),
     ({"registry": {"promote_metric": "end_to_end.fid"}}, "registry.promote_metric must be <group>.<metric>"),
     ({"evaluation": {"mask_ratio_bins": [0.0, 0.5, 0.5, 1.0]}}, "strictly increasing edges in [0, 1]"),

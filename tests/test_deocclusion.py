@@ -135,3 +135,17 @@ def test_test_time_flip_averages_the_probability_with_the_mirror_images():
     mask, _ = deoccluder(np.zeros((8, 8, 3), dtype=np.uint8))
     assert mask.max() == 0
     assert Deoccluder(LeftHalfSegmenter(), ColourInpainter(), 8, 8, threshold=0.85)(np.zeros((8, 8, 3), np.uint8))[0][:, :4].min() == 255
+
+
+def test_test_time_flip_runs_the_segmenter_on_the_mirror_image_and_mirrors_its_answer_back():
+    torch.manual_seed(0)
+    segmenter = create_model("soclnet", **tiny_arch_kwargs("soclnet")).eval()
+    images = torch.rand(2, 3, 32, 32)
+    from pipeline.deocclusion import occluder_probability
+    with torch.no_grad():
+        plain = occluder_probability(segmenter, images)
+        mirrored = occluder_probability(segmenter, images.flip(-1)).flip(-1)
+        averaged = occluder_probability(segmenter, images, test_time_flip=True)
+    assert not torch.allclose(plain, mirrored)                      # the network is not mirror-symmetric
+    torch.testing.assert_close(averaged, (plain + mirrored) / 2)
+    torch.testing.assert_close(predict_masks(segmenter, images, 0.5, test_time_flip=True), (averaged > 0.5).float())

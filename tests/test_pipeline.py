@@ -49,6 +49,9 @@ def test_flow_registers_a_champion_that_beats_the_occluded_input(project):
         assert version.tags["data_version"] == data_md5 and version.tags["data_tag"] == "synthetic-60x32px-seed42"
         assert len(version.tags["git_commit"]) >= 40 and len(version.tags["params_hash"]) == 64
     assert float(champion.tags["metric.end_to_end.psnr_masked"]) == pytest.approx(metrics["end_to_end"]["psnr_masked"])
+    segmenter_tags = client.get_model_version("occluder-segmenter", "1").tags
+    assert (segmenter_tags["threshold"], segmenter_tags["opening_kernel"], segmenter_tags["test_time_flip"]) == \
+        ("0.5", "0", "true")   # how its logits become the pipeline's masks
 
 
 def test_training_runs_log_params_epoch_metrics_checkpoint_and_samples(project):

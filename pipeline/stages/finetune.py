@@ -35,7 +35,8 @@ def run(cfg: Config) -> Path:
                                      discriminator is not None)
     params = {**as_flat_dict(section, "finetune."), "seed": cfg.seed, "profile": cfg.profile,
               "segmenter.arch": segmenter_settings.arch, "inpainter.arch": inpainter_settings.arch,
-              "segmenter.threshold": threshold, "effective_loss_weights": weights,
+              "segmenter.threshold": threshold, "segmenter.test_time_flip": segmenter_settings.test_time_flip,
+              "effective_loss_weights": weights,
               "perceptual.backbone": f"vgg19-{cfg.inpainter.perceptual_weights}" if features else "none"}
     with stage_run(cfg, "finetune", params) as mlflow_run:
         module = JointFinetuneModule(inpainter.train(), segmenter, section.optimizer, weights, threshold,

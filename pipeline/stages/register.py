@@ -272,7 +272,11 @@ def _register_models(cfg: Config, paths: Paths, deoccluder: Deoccluder, segmente
     versions = {
         SEGMENTER_MODEL: register(segmenter_uri, SEGMENTER_MODEL,
                                   {**version_tags, "arch": segmenter_settings.arch,
-                                   "training_run_id": segmenter_settings.training_run_id}),
+                                   "training_run_id": segmenter_settings.training_run_id,
+                                   # its logits alone do not give the pipeline's masks: how they are cut
+                                   "threshold": str(segmenter_settings.threshold),
+                                   "opening_kernel": str(segmenter_settings.opening_kernel),
+                                   "test_time_flip": str(segmenter_settings.test_time_flip).lower()}),
         INPAINTER_MODEL: register(inpainter_uri, INPAINTER_MODEL,
                                   {**version_tags, "arch": inpainter_settings.arch,
                                    "training_run_id": inpainter_settings.training_run_id}),
