@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,8 @@ BIN = Path(sys.executable).parent
 # Prefect's ephemeral server gets 20 s to answer by default; on two cores busy with the rest of
 # the suite it can need more, and the flows under test would fail for the machine's load alone.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# `precision: auto` remembers its choices per machine; the suite's stay out of the user's ~/.cache.
+os.environ.setdefault("DEOCCLUDE_PRECISION_CACHE", str(Path(tempfile.mkdtemp(prefix="deocclude-precision-")) / "precision.json"))
 
 # Small enough to train in seconds, large enough that the segmenter finds occluders.
 TINY_OVERRIDES: dict[str, Any] = {

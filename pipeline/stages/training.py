@@ -185,6 +185,13 @@ def network_step(module: L.LightningModule, batch_size: int, resolution: int) ->
     return step
 
 
+def network_description(module: L.LightningModule, stage: str, batch_size: int, resolution: int) -> str:
+    """What `network_step` times, for `precision: auto` to remember its choice by: the stage, the
+    network's class and parameter shapes, the batch and the resolution."""
+    shapes = [[name, list(parameter.shape)] for name, parameter in module.net.named_parameters()]
+    return json.dumps([stage, type(module.net).__name__, shapes, batch_size, resolution])
+
+
 def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | FinetuneConfig, train: SplitFiles,
         val: SplitFiles, resolution: int, seed: int, registry: RegistryConfig, run_id: str, models_dir: Path,
         determined_by: dict[str, Any] | None = None, inputs: Sequence[Path] = (),
@@ -209,7 +216,8 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
         precision = chosen_file.read_text().strip()
     else:
         precision = resolve_precision(hardware.precision, hardware.accelerator,
-                                      network_step(module, section.batch_size, resolution) if timed else None)
+                                      network_step(module, section.batch_size, resolution) if timed else None,
+                                      network_description(module, stage, section.batch_size, resolution) if timed else None)
         resume_dir.mkdir(parents=True, exist_ok=True)
         chosen_file.write_text(precision)
     logger.info("%s: training in precision %s (trainer.precision %s)", stage, precision, hardware.precision)

@@ -10,8 +10,12 @@ BENCHMARKS.md). So where the flags allow bf16, `auto` times the network's own st
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
+import platform
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -22,17 +26,14 @@ import torch
 logger = logging.getLogger(__name__)
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+MEMORY_VARIABLE = "DEOCCLUDE_PRECISION_CACHE"   # where a machine remembers its choices; default below
 BF16_MIN_SPEEDUP = 1.1      # bf16 must beat fp32 by this factor: a tie keeps fp32's accuracy
 
 
 @lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags /proc/cpuinfo lists (empty where there is no such file)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
+    for line in _cpuinfo_lines():
         if line.startswith("flags"):
             return frozenset(line.partition(":")[2].split())
     return frozenset()
@@ -54,11 +55,60 @@ def step_seconds(step: Callable[[], object], bf16: bool, repeats: int = 3) -> fl
     return best
 
 
-def resolve_precision(precision: str, accelerator: str = "auto", step: Callable[[], object] | None = None) -> str:
+def memory_path(env: dict[str, str] | None = None) -> Path:
+    """The JSON file in which this machine remembers what `auto` chose: $DEOCCLUDE_PRECISION_CACHE,
+    else $XDG_CACHE_HOME/deocclude/precision.json, else ~/.cache/deocclude/precision.json."""
+    env = os.environ if env is None else env
+    if env.get(MEMORY_VARIABLE):
+        return Path(env[MEMORY_VARIABLE])
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deocclude" / "precision.json"
+
+
+def machine_key(network: str) -> str:
+    """`network` (what is timed: the stage, the network's layers, batch and resolution) on this CPU,
+    with this torch and thread count: the same key, the same choice."""
+    cpu = next((line.partition(":")[2].strip() for line in _cpuinfo_lines() if line.startswith("model name")), platform.processor())
+    described = json.dumps([network, cpu, sorted(cpu_flags() & set(BF16_CPU_FLAGS)), torch.__version__,
+                            torch.get_num_threads()])
+    return hashlib.sha256(described.encode()).hexdigest()[:32]
+
+
+def _cpuinfo_lines() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _remembered(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    try:
+        choices = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        logger.warning("%s: unreadable (%s); timing again and rewriting it", path, error)
+        return {}
+    return choices if isinstance(choices, dict) else {}
+
+
+def _remember(path: Path, key: str, choice: str) -> None:
+    choices = {**_remembered(path), key: choice}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(choices, indent=1, sort_keys=True))
+    os.replace(partial, path)
+
+
+def resolve_precision(precision: str, accelerator: str = "auto", step: Callable[[], object] | None = None,
+                      network: str | None = None, memory: Path | None = None) -> str:
     """The Lightning precision to train in: `precision` itself unless it is "auto", which becomes
     "bf16-mixed" on a CUDA GPU with bf16; on a CPU "32" without AVX-512 BF16 / AMX, else "bf16-mixed"
     when `step` (one forward and backward pass of the network) runs at least BF16_MIN_SPEEDUP times
-    faster under bf16 autocast than in fp32, or when there is no `step` to time."""
+    faster under bf16 autocast than in fp32, or when there is no `step` to time.
+
+    Timings near the threshold vary from run to run, and the precision decides the weights: with
+    `network` (a description of what `step` trains) the first choice is kept in `memory`
+    (`memory_path()` by default) and reused on this machine, so the same params give the same model."""
     if precision != "auto":
         return precision
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
@@ -67,8 +117,15 @@ def resolve_precision(precision: str, accelerator: str = "auto", step: Callable[
         return "32"
     if step is None:
         return "bf16-mixed"
+    key = machine_key(network) if network is not None else None
+    path = memory or memory_path()
+    if key is not None and (remembered := _remembered(path).get(key)) in ("32", "bf16-mixed"):
+        logger.info("precision auto: %s, as first timed on this machine (%s; delete it to time again)", remembered, path)
+        return remembered
     fp32, bf16 = step_seconds(step, bf16=False), step_seconds(step, bf16=True)
     chosen = "bf16-mixed" if fp32 >= BF16_MIN_SPEEDUP * bf16 else "32"
     logger.info("precision auto: a step of the network takes %.0f ms in fp32 and %.0f ms under bf16 autocast: %s",
                 fp32 * 1e3, bf16 * 1e3, chosen)
+    if key is not None:
+        _remember(path, key, chosen)
     return chosen

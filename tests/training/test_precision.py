@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+import json
+import logging
 import time
 
 from pipeline.training import precision as precision_module
@@ -68,3 +70,27 @@ def test_the_timed_step_leaves_the_network_and_the_random_state_as_they_were():
     after = holder.net.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
     assert all(parameter.grad is None for parameter in holder.net.parameters())
+
+
+def test_auto_remembers_its_first_choice_per_network_on_this_machine(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: True)
+    caplog.set_level(logging.INFO, logger="pipeline.training.precision")
+    memory = tmp_path / "cache" / "precision.json"
+    assert resolve_precision("auto", "cpu", step_slower_under(autocast_state=False), "net-a", memory) == "bf16-mixed"
+    # timings that would now say fp32 do not change a choice the weights already depend on
+    assert resolve_precision("auto", "cpu", step_slower_under(autocast_state=True), "net-a", memory) == "bf16-mixed"
+    assert "as first timed on this machine" in caplog.text
+    assert resolve_precision("auto", "cpu", step_slower_under(autocast_state=True), "net-b", memory) == "32"
+    assert len(json.loads(memory.read_text())) == 2
+    assert resolve_precision("auto", "cpu", step_slower_under(autocast_state=True)) == "32"    # no network: timed
+    memory.write_text("{not json")
+    assert resolve_precision("auto", "cpu", step_slower_under(autocast_state=True), "net-a", memory) == "32"
+    assert "unreadable" in caplog.text and len(json.loads(memory.read_text())) == 1
+    assert not list(memory.parent.glob("*.partial"))
+
+
+def test_the_memory_lives_in_the_users_cache_unless_told_otherwise(tmp_path):
+    assert precision_module.memory_path({"HOME": "/h", "XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "deocclude" / "precision.json"
+    assert precision_module.memory_path({"DEOCCLUDE_PRECISION_CACHE": str(tmp_path / "p.json")}) == tmp_path / "p.json"
+    assert precision_module.machine_key("net-a") != precision_module.machine_key("net-b")
