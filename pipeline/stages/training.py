@@ -188,7 +188,7 @@ def network_step(module: L.LightningModule, batch_size: int, resolution: int) ->
 def network_description(module: L.LightningModule, stage: str, batch_size: int, resolution: int) -> str:
     """What `network_step` times, for `precision: auto` to remember its choice by: the stage, the
     network's class and parameter shapes, the batch and the resolution."""
-    shapes = [[name, list(parameter.shape)] for name, parameter in module.net.named_parameters()]
+    shapes = [[name, list(parameter.shape), parameter.requires_grad] for name, parameter in module.net.named_parameters()]
     return json.dumps([stage, type(module.net).__name__, shapes, batch_size, resolution])
 
 

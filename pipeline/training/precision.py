@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -55,13 +56,19 @@ def step_seconds(step: Callable[[], object], bf16: bool, repeats: int = 3) -> fl
     return best
 
 
-def memory_path(env: dict[str, str] | None = None) -> Path:
+def memory_path(env: dict[str, str] | None = None) -> Path | None:
     """The JSON file in which this machine remembers what `auto` chose: $DEOCCLUDE_PRECISION_CACHE,
-    else $XDG_CACHE_HOME/deocclude/precision.json, else ~/.cache/deocclude/precision.json."""
+    else $XDG_CACHE_HOME/deocclude/precision.json, else ~/.cache/deocclude/precision.json; None
+    where there is no home directory to hold it."""
     env = os.environ if env is None else env
     if env.get(MEMORY_VARIABLE):
         return Path(env[MEMORY_VARIABLE])
-    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deocclude" / "precision.json"
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / "deocclude" / "precision.json"
+    try:
+        return Path.home() / ".cache" / "deocclude" / "precision.json"
+    except RuntimeError:  # no HOME and no passwd entry (some containers)
+        return None
 
 
 def machine_key(network: str) -> str:
@@ -81,9 +88,9 @@ def _cpuinfo_lines() -> list[str]:
 
 
 def _remembered(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
     try:
+        if not path.is_file():
+            return {}
         choices = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         logger.warning("%s: unreadable (%s); timing again and rewriting it", path, error)
@@ -92,11 +99,20 @@ def _remembered(path: Path) -> dict[str, str]:
 
 
 def _remember(path: Path, key: str, choice: str) -> None:
+    """Best effort: a machine that cannot keep the choice still trains, and times again next run."""
     choices = {**_remembered(path), key: choice}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(choices, indent=1, sort_keys=True))
-    os.replace(partial, path)
+    partial = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f"{path.name}.", suffix=".partial",
+                                         delete=False) as file:
+            partial = Path(file.name)
+            file.write(json.dumps(choices, indent=1, sort_keys=True))
+        os.replace(partial, path)
+    except OSError as error:
+        logger.warning("precision auto: cannot remember the choice in %s (%s); it will be timed again", path, error)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
 
 
 def resolve_precision(precision: str, accelerator: str = "auto", step: Callable[[], object] | None = None,
@@ -119,6 +135,8 @@ def resolve_precision(precision: str, accelerator: str = "auto", step: Callable[
         return "bf16-mixed"
     key = machine_key(network) if network is not None else None
     path = memory or memory_path()
+    if path is None:
+        key = None
     if key is not None and (remembered := _remembered(path).get(key)) in ("32", "bf16-mixed"):
         logger.info("precision auto: %s, as first timed on this machine (%s; delete it to time again)", remembered, path)
         return remembered

@@ -94,3 +94,15 @@ def test_the_memory_lives_in_the_users_cache_unless_told_otherwise(tmp_path):
     assert precision_module.memory_path({"HOME": "/h", "XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "deocclude" / "precision.json"
     assert precision_module.memory_path({"DEOCCLUDE_PRECISION_CACHE": str(tmp_path / "p.json")}) == tmp_path / "p.json"
     assert precision_module.machine_key("net-a") != precision_module.machine_key("net-b")
+
+
+def test_a_cache_that_cannot_be_written_does_not_stop_training(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: True)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    memory = blocker / "precision.json"                                 # its folder is a file
+    assert resolve_precision("auto", "cpu", step_slower_under(autocast_state=True), "net-a", memory) == "32"
+    assert "cannot remember the choice" in caplog.text
+    monkeypatch.setattr(precision_module, "memory_path", lambda: None)  # no home directory
+    assert resolve_precision("auto", "cpu", step_slower_under(autocast_state=False), "net-a") == "bf16-mixed"
