@@ -14,11 +14,13 @@ export PATH="$PWD/.venv/bin:$PATH" GX_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TEL
 state=$(mktemp -d)
 cp params.yaml "$state/params.yaml"
 for file in params.resolved.yaml dvc.lock; do if [ -f "$file" ]; then cp "$file" "$state/$file"; fi; done
+# DVC's autostage puts the run's dvc.lock into git's index: the index entries are put back too.
+staged=$(git ls-files --stage -- params.resolved.yaml dvc.lock 2>/dev/null || true)
 # A DVC cache of its own (in .dvc/config.local, restored afterwards): DVC's run cache would otherwise
 # restore every stage whose inputs ran before, and the run would not be cold.
 if [ -f .dvc/config.local ]; then cp .dvc/config.local "$state/config.local"; fi
 restore_dvc_config='if [ -f "$state/config.local" ]; then cp "$state/config.local" .dvc/config.local; else rm -f .dvc/config.local; fi'
-trap 'cp "$state/params.yaml" params.yaml; for file in params.resolved.yaml dvc.lock; do if [ -f "$state/$file" ]; then cp "$state/$file" "$file"; fi; done; eval "$restore_dvc_config"; mkdir -p reports; cp "$state/run.log" "reports/quality-$profile.log" 2>/dev/null; rm -rf "$state"' EXIT
+trap 'cp "$state/params.yaml" params.yaml; for file in params.resolved.yaml dvc.lock; do if [ -f "$state/$file" ]; then cp "$state/$file" "$file"; fi; done; eval "$restore_dvc_config"; if [ -n "$staged" ]; then git update-index --index-info <<< "$staged"; fi; mkdir -p reports; cp "$state/run.log" "reports/quality-$profile.log" 2>/dev/null; rm -rf "$state"' EXIT
 dvc config --local cache.dir "$state/dvc-cache"
 export MLFLOW_TRACKING_URI="sqlite:///$state/mlflow.db"
 python3 - "$profile" <<'PY'
