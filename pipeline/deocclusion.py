@@ -17,6 +17,7 @@ from torch import nn
 
 from pipeline.data.dataset import image_to_tensor, tensor_to_image
 from pipeline.losses.segmentation import occluder_logits
+from pipeline.models.checkpoint import NetworkSettings
 from pipeline.models.unet import compose_known_pixels
 
 
@@ -197,6 +198,16 @@ class Deoccluder:
     opening_kernel: int = 0
     progressive: ProgressiveReconstruction | None = None   # paper 004's progressive reconstruction, any inpainter
     test_time_flip: bool = False
+
+    @classmethod
+    def from_settings(cls, segmenter: nn.Module, segmenter_settings: NetworkSettings, inpainter: nn.Module,
+                      inpainter_settings: NetworkSettings,
+                      progressive: ProgressiveReconstruction | None = None) -> "Deoccluder":
+        """The deoccluder two checkpoints describe: each network at the resolution it was trained at,
+        the masks cut as the segmenter's settings say (threshold, opening, flip averaging)."""
+        return cls(segmenter, inpainter, segmenter_settings.resolution, inpainter_settings.resolution,
+                   segmenter_settings.threshold, segmenter_settings.opening_kernel, progressive,
+                   segmenter_settings.test_time_flip)
 
     def to(self, device: torch.device | str) -> "Deoccluder":
         """Run both networks on `device`; images still come in and go out as numpy arrays."""

@@ -60,9 +60,7 @@ class DeocclusionModel(mlflow.pyfunc.PythonModel):
 
         segmenter, segmenter_settings = load_checkpoint(Path(context.artifacts["segmenter"]))
         inpainter, inpainter_settings = load_checkpoint(Path(context.artifacts["inpainter"]))
-        self.deoccluder = Deoccluder(segmenter, inpainter, segmenter_settings.resolution, inpainter_settings.resolution,
-                                     segmenter_settings.threshold, segmenter_settings.opening_kernel,
-                                     test_time_flip=segmenter_settings.test_time_flip)
+        self.deoccluder = Deoccluder.from_settings(segmenter, segmenter_settings, inpainter, inpainter_settings)
         # The inpainter's checkpoint carries its discriminator when it was trained adversarially:
         # paper 001's realism term uses it; without one the term is left out.
         self.discriminator = (load_discriminator(Path(context.artifacts["inpainter"]))

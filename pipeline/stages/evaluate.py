@@ -95,10 +95,14 @@ def _logits(models: Models, images: torch.Tensor) -> torch.Tensor:
 
 def _face_labels(models: Models, images: torch.Tensor) -> torch.Tensor | None:
     """(N, H, W) background (0) / face (1), the likelier of the two, for a three-class segmenter (SOCLNET);
-    None for an occluder-only one. The occluder class then comes from the thresholded mask."""
-    logits = _logits(models, images.to(next(models.segmenter.parameters()).device))
+    None for an occluder-only one. The occluder class then comes from the thresholded mask; with
+    `test_time_flip` the logits are averaged with the mirror image's, as the occluder's probability is."""
+    images = images.to(next(models.segmenter.parameters()).device)
+    logits = _logits(models, images)
     if logits.shape[1] != len(CLASSES):
         return None
+    if models.seg.test_time_flip:
+        logits = (logits.float() + _logits(models, images.flip(-1)).float().flip(-1)) / 2
     return resize(logits.float(), tuple(images.shape[-2:]))[:, :2].argmax(dim=1).cpu()
 
 
@@ -460,8 +464,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     cams = grad_cam(models.segmenter, shown_images, seg.resolution)
     classes = list(CLASSES) if cams.shape[1] == len(CLASSES) else ["occluder"]
     metrics["gradcam"] = {"samples": [test.ids[i] for i in shown], "classes": classes}
-    deoccluder = Deoccluder(models.segmenter, models.finetuned, seg.resolution, inp.resolution, seg.threshold,
-                            seg.opening_kernel, test_time_flip=seg.test_time_flip)
+    deoccluder = Deoccluder.from_settings(models.segmenter, seg, models.finetuned, inp)
     metrics["latency"] = latency_record(deoccluder, test.select(0, max(settings.latency_batch_sizes)).occluded_image,
                                         settings.latency_batch_sizes, settings.latency_repeats)
     if progressive is not None:

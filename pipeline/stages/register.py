@@ -164,9 +164,8 @@ def run(cfg: Config) -> dict[str, Any]:
     tags = {**provenance_tags(cfg, "register"), "data_version": data_version(cfg.root, paths.dataset)}
     segmenter, segmenter_settings = load_checkpoint(paths.segmenter)
     inpainter, inpainter_settings = load_checkpoint(paths.finetuned_inpainter)
-    deoccluder = Deoccluder(segmenter, inpainter, segmenter_settings.resolution, inpainter_settings.resolution,
-                            segmenter_settings.threshold, segmenter_settings.opening_kernel,
-                            test_time_flip=segmenter_settings.test_time_flip).to(evaluation_device(cfg))
+    deoccluder = Deoccluder.from_settings(segmenter, segmenter_settings, inpainter,
+                                          inpainter_settings).to(evaluation_device(cfg))
     test = load_split(paths.dataset, "test")
     ours = candidate_scores(cfg, deoccluder, test, group)
     deoccluder.to("cpu")  # logged from the CPU, as it was saved

@@ -118,3 +118,29 @@ def test_pooled_class_scores_by_hand():
     assert scores["iou"].tolist() == [1.0, 0.5, 0.5]
     assert scores["dice"].tolist() == pytest.approx([1.0, 2 / 3, 2 / 3])
     assert scores["pixel_accuracy"].item() == 0.75
+
+
+class FaceOnTheLeftSegmenter(torch.nn.Module):
+    """Three classes: background 0 everywhere, face 2 on the left half and 0 on the right, no occluder."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, image):
+        logits = torch.zeros(image.shape[0], 3, *image.shape[-2:])
+        logits[:, 1, :, : image.shape[-1] // 2] = 2.0
+        logits[:, 2] = -10.0
+        return logits
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_face_labels_are_flip_averaged_as_the_occluder_mask_is(flip):
+    from pipeline.models.checkpoint import NetworkSettings
+    from pipeline.stages.evaluate import Models, _face_labels
+
+    settings = NetworkSettings("x", {}, "segmenter", 8, "run-s", test_time_flip=flip)
+    segmenter = FaceOnTheLeftSegmenter()
+    labels = _face_labels(Models(segmenter, segmenter, segmenter, settings, None), torch.rand(2, 3, 8, 8))
+    assert labels[..., :4].eq(1).all()
+    assert labels[..., 4:].eq(1 if flip else 0).all()          # averaged: face 1.0 against background 0

@@ -3,8 +3,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pipeline.models.checkpoint import (CheckpointError, NetworkSettings, load_checkpoint, load_discriminator,
-                                        read_settings, save_checkpoint)
+from pipeline.models.checkpoint import (CHECKPOINT_LAYOUT, CheckpointError, NetworkSettings, load_checkpoint,
+                                        load_discriminator, read_settings, save_checkpoint)
 from pipeline.models.registry import count_parameters, create_model
 from tests.conftest import tiny_arch_kwargs
 
@@ -51,3 +51,18 @@ def test_older_layout_is_refused_with_a_clear_error(tmp_path):
         load_checkpoint(old)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_checkpoint_saved_before_later_settings_existed_reads_them_as_their_defaults(tmp_path):
+    """A file of this layout written before `test_time_flip` and `finetuned_on_segmenter` were settings."""
+    kwargs = tiny_arch_kwargs("sa-unet")
+    net = create_model("sa-unet", **kwargs).eval()
+    earlier = {"arch": "sa-unet", "arch_kwargs": kwargs, "task": "segmenter", "resolution": 64,
+               "training_run_id": "run-0", "threshold": 0.6, "opening_kernel": 3,
+               "discriminator_arch": None, "discriminator_kwargs": {}}
+    torch.save({"layout": CHECKPOINT_LAYOUT, "settings": earlier, "state_dict": net.state_dict()}, tmp_path / "seg.pt")
+    restored, settings = load_checkpoint(tmp_path / "seg.pt")
+    assert (settings.threshold, settings.opening_kernel, settings.test_time_flip) == (0.6, 3, False)
+    assert settings.finetuned_on_segmenter is None
+    image = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(restored(image), net(image))
