@@ -96,14 +96,15 @@ def _logits(models: Models, images: torch.Tensor) -> torch.Tensor:
 def _face_labels(models: Models, images: torch.Tensor) -> torch.Tensor | None:
     """(N, H, W) background (0) / face (1), the likelier of the two, for a three-class segmenter (SOCLNET);
     None for an occluder-only one. The occluder class then comes from the thresholded mask; with
-    `test_time_flip` the logits are averaged with the mirror image's, as the occluder's probability is."""
+    `test_time_flip` the class probabilities are averaged with the mirror image's, as the occluder's is."""
     images = images.to(next(models.segmenter.parameters()).device)
     logits = _logits(models, images)
     if logits.shape[1] != len(CLASSES):
         return None
+    probability = logits.float().softmax(dim=1)
     if models.seg.test_time_flip:
-        logits = (logits.float() + _logits(models, images.flip(-1)).float().flip(-1)) / 2
-    return resize(logits.float(), tuple(images.shape[-2:]))[:, :2].argmax(dim=1).cpu()
+        probability = (probability + _logits(models, images.flip(-1)).float().softmax(dim=1).flip(-1)) / 2
+    return resize(probability, tuple(images.shape[-2:]))[:, :2].argmax(dim=1).cpu()
 
 
 def cleanup_variants(configured: int, cleanup_kernel: int) -> dict[str, int]:
