@@ -51,15 +51,17 @@ def _batches(*tensors: torch.Tensor, batch_size: int | None) -> list[tuple[torch
 
 
 def occluder_probability(segmenter: nn.Module, images: torch.Tensor, test_time_flip: bool = False,
-                         logits: torch.Tensor | None = None) -> torch.Tensor:
+                         logits: torch.Tensor | None = None, mirrored_logits: torch.Tensor | None = None) -> torch.Tensor:
     """(N, 3, H, W) -> the occluder's probability (N, 1, H, W) in fp32; `test_time_flip`: averaged with
-    the mirror image's, mirrored back. `logits`: the segmenter's output for `images` when the caller has it."""
+    the mirror image's, mirrored back. `logits` / `mirrored_logits`: the segmenter's output for `images` /
+    for their mirror images, mirrored back, when the caller has it."""
     if logits is None:
         logits = segmenter(images)
     probability = torch.sigmoid(occluder_logits(logits).float())
     if test_time_flip:
-        mirrored = torch.sigmoid(occluder_logits(segmenter(images.flip(-1))).float()).flip(-1)
-        probability = (probability + mirrored) / 2
+        if mirrored_logits is None:
+            mirrored_logits = segmenter(images.flip(-1)).flip(-1)
+        probability = (probability + torch.sigmoid(occluder_logits(mirrored_logits).float())) / 2
     return probability
 
 
@@ -77,12 +79,19 @@ def predict_masks(segmenter: nn.Module, occluded_image: torch.Tensor, threshold:
         images = images.to(device)
         model_input = resize(images, (resolution, resolution)) if resolution else images
         probability = occluder_probability(segmenter, model_input, test_time_flip)
-        cut = threshold
-        if opening_kernel > 1:
-            probability = opening((probability > threshold).float(), opening_kernel)
-            cut = 0.5
-        masks.append((resize(probability, size) > cut).float().to(occluded_image.device))
+        masks.append(mask_from_probability(probability, threshold, opening_kernel, size).to(occluded_image.device))
     return torch.cat(masks)
+
+
+def mask_from_probability(probability: torch.Tensor, threshold: float, opening_kernel: int,
+                          size: tuple[int, int]) -> torch.Tensor:
+    """The occluder's probability (N, 1, h, w) at the segmenter's resolution -> its binary mask (N, 1, *size):
+    thresholded, cleaned there by an opening when opening_kernel > 1, then resized."""
+    cut = threshold
+    if opening_kernel > 1:
+        probability = opening((probability > threshold).float(), opening_kernel)
+        cut = 0.5
+    return (resize(probability, size) > cut).float()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Paper 003's occluder segmenter: a UNet with 5 encoder, 2 bottleneck and 5 decoder blocks,
 spectral norm, batch-instance norm, leaky ReLU, and self-attention in place of the first
-convolution of EN4 and EN5; one sigmoid output channel trained with BCE."""
+convolution of EN4 and EN5; one sigmoid output channel trained with BCE. `classes=3` gives it paper 000's
+background / face / occluder outputs instead (one-hot BCE, the occluder last), so that the mean IoU
+over the three classes can be measured."""
 
 from __future__ import annotations
 
@@ -58,12 +60,13 @@ class DecoderBlock(nn.Module):
 
 
 class SelfAttentionUNet(nn.Module):
-    """Occluded image (B, 3, H, W) -> occluder logits (B, 1, H, W); H and W divisible by 32."""
+    """Occluded image (B, 3, H, W) -> logits (B, classes, H, W), the occluder's last; H and W divisible by 32."""
 
-    num_classes = 1
-
-    def __init__(self, width: int = 32, max_channels: int = 512) -> None:
+    def __init__(self, width: int = 32, max_channels: int = 512, classes: int = 1) -> None:
         super().__init__()
+        if classes not in (1, 3):
+            raise ValueError(f"classes must be 1 (occluder) or 3 (background, face, occluder), got {classes!r}")
+        self.num_classes = classes
         channels = [min(width * 2 ** level, max_channels) for level in range(5)]   # EN1..EN5
         bottleneck = channels[-1]  # width 32 gives 17.77 M parameters; the paper reports 17.66 M
         self.encoders = nn.ModuleList(
@@ -72,7 +75,7 @@ class SelfAttentionUNet(nn.Module):
         decoder_in = [bottleneck, *reversed(channels[1:])]
         self.decoders = nn.ModuleList(
             DecoderBlock(decoder_in[k], skip, skip) for k, skip in enumerate(reversed(channels)))  # DEC5..DEC1
-        self.head = nn.Conv2d(channels[0], 1, 1)
+        self.head = nn.Conv2d(channels[0], classes, 1)
 
     def forward(self, occluded_image: torch.Tensor) -> torch.Tensor:
         height, width = occluded_image.shape[-2:]
@@ -93,6 +96,6 @@ class SelfAttentionUNet(nn.Module):
 
 
 @register_model("sa-unet", task="segmenter")
-def sa_unet(width: int = 32, max_channels: int = 512) -> SelfAttentionUNet:
+def sa_unet(width: int = 32, max_channels: int = 512, classes: int = 1) -> SelfAttentionUNet:
     """Paper 003: self-attention UNet (5 EN / 2 BN / 5 DEC, spectral + batch-instance norm)."""
-    return SelfAttentionUNet(width=width, max_channels=max_channels)
+    return SelfAttentionUNet(width=width, max_channels=max_channels, classes=classes)

@@ -25,8 +25,8 @@ from torch import nn
 from pipeline.config import Config
 from pipeline.data.dataset import SplitFiles, SplitTensors, image_to_tensor, load_split
 from pipeline.data.photographs import build_photograph_set
-from pipeline.deocclusion import (Deoccluder, ProgressiveReconstruction, inpaint, mask_at, network_device,
-                                  predict_masks, progressive_steps, resize)
+from pipeline.deocclusion import (Deoccluder, ProgressiveReconstruction, inpaint, mask_at, mask_from_probability,
+                                  network_device, occluder_probability, progressive_steps, resize)
 from pipeline.evaluation.bins import bin_index, bin_labels, mask_ratio_bins
 from pipeline.evaluation.gradcam import grad_cam, overlay
 from pipeline.evaluation.html_report import LATENCY_FILE, Champion, read_bins, render_report_from_dir
@@ -87,24 +87,32 @@ class Perceptual:
     fid: FidScorer | Unavailable
 
 
-def _logits(models: Models, images: torch.Tensor) -> torch.Tensor:
-    resolution = models.seg.resolution
-    with torch.no_grad():
-        return models.segmenter(resize(images, (resolution, resolution)) if resolution else images)
-
-
-def _face_labels(models: Models, images: torch.Tensor) -> torch.Tensor | None:
-    """(N, H, W) background (0) / face (1), the likelier of the two, for a three-class segmenter (SOCLNET);
-    None for an occluder-only one. The occluder class then comes from the thresholded mask; with
-    `test_time_flip` the class probabilities are averaged with the mirror image's, as the occluder's is."""
+def _segment(models: Models, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(N, 3, H, W) -> the occluder's probability (N, 1, h, w) at the segmenter's resolution and, for a
+    three-class segmenter (SOCLNET), the class probabilities (N, 3, h, w), None for an occluder-only one;
+    with `test_time_flip` both averaged with the mirror image's, as `predict_masks` does. One pass (two
+    with the flip) serves every mask variant and the face labels."""
     images = images.to(next(models.segmenter.parameters()).device)
-    logits = _logits(models, images)
+    resolution = models.seg.resolution
+    model_input = resize(images, (resolution, resolution)) if resolution else images
+    with torch.no_grad():
+        logits = models.segmenter(model_input).float()
+        mirrored = models.segmenter(model_input.flip(-1)).float().flip(-1) if models.seg.test_time_flip else None
+    occluder = occluder_probability(models.segmenter, model_input, models.seg.test_time_flip, logits, mirrored)
     if logits.shape[1] != len(CLASSES):
+        return occluder, None
+    classes = logits.softmax(dim=1)
+    if mirrored is not None:
+        classes = (classes + mirrored.softmax(dim=1)) / 2
+    return occluder, classes
+
+
+def _face_labels(class_probability: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+    """(N, 3, h, w) class probabilities -> (N, *size) background (0) / face (1), the likelier of the two;
+    the occluder class then comes from the thresholded mask. None for an occluder-only segmenter."""
+    if class_probability is None:
         return None
-    probability = logits.float().softmax(dim=1)
-    if models.seg.test_time_flip:
-        probability = (probability + _logits(models, images.flip(-1)).float().softmax(dim=1).flip(-1)) / 2
-    return resize(probability, tuple(images.shape[-2:]))[:, :2].argmax(dim=1).cpu()
+    return resize(class_probability, size)[:, :2].argmax(dim=1).cpu()
 
 
 def cleanup_variants(configured: int, cleanup_kernel: int) -> dict[str, int]:
@@ -164,14 +172,13 @@ def _score(models: Models, split: SplitFiles | SplitTensors, batch_size: int, te
     grid: list[list[torch.Tensor]] = [[], [], [], []]
     for start in range(0, len(split), batch_size):
         part = split.select(start, start + batch_size)
-        masks = {"configured": predict_masks(models.segmenter, part.occluded_image, models.seg.threshold,
-                                             models.seg.resolution, models.seg.opening_kernel,
-                                             test_time_flip=models.seg.test_time_flip)}
-        for name, kernel in variants.items():
-            masks[name] = predict_masks(models.segmenter, part.occluded_image, models.seg.threshold,
-                                        models.seg.resolution, kernel, test_time_flip=models.seg.test_time_flip)
+        occluder, class_probability = _segment(models, part.occluded_image)
+        size = tuple(part.occluded_image.shape[-2:])
+        kernels = {"configured": models.seg.opening_kernel, **variants}
+        masks = {name: mask_from_probability(occluder, models.seg.threshold, kernel, size).cpu()
+                 for name, kernel in kernels.items()}
         predicted_mask = masks["configured"]
-        face = _face_labels(models, part.occluded_image)
+        face = _face_labels(class_probability, size)
         outputs = _outputs(models, part, predicted_mask, telea_radius, progressive, seconds)
         if progressive is not None:
             for method, mask in (("end_to_end", predicted_mask), ("gt_mask", part.occluder_mask)):

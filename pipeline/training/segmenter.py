@@ -44,8 +44,8 @@ class SegmenterModule(L.LightningModule):
             terms = bce_dice(logits, batch["occluder_mask"], batch["label_map"])
         loss = weighted_sum(terms, self.loss_weights)
         batch_size = logits.shape[0]
-        for name, value in terms.items():
-            self.log(f"{stage}/{name}", value, on_epoch=True, on_step=False, batch_size=batch_size, sync_dist=True)
+        for name, value in terms.items():  # `_loss`: val/dice is the predicted mask's Dice score
+            self.log(f"{stage}/{name}_loss", value, on_epoch=True, on_step=False, batch_size=batch_size, sync_dist=True)
         self.log(f"{stage}/loss", loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch_size,
                  sync_dist=True)
         if stage == "val":

@@ -36,8 +36,9 @@ def test_the_map_of_a_class_lights_up_where_its_evidence_is():
 
 
 def test_every_segmenter_gives_one_map_per_class_in_range():
-    for arch, classes in (("soclnet", 3), ("sa-unet", 1)):
-        net = create_model(arch, "segmenter", **TINY_ARCH_KWARGS[arch])
+    for arch, classes in (("soclnet", 3), ("sa-unet", 1), ("sa-unet", 3)):
+        kwargs = {**TINY_ARCH_KWARGS[arch], **({"classes": 3} if arch == "sa-unet" and classes == 3 else {})}
+        net = create_model(arch, "segmenter", **kwargs)
         assert isinstance(classifier_layer(net), nn.Conv2d)
         maps = grad_cam(net, torch.rand(2, 3, 64, 64))
         assert maps.shape == (2, classes, 64, 64) and maps.min() >= 0 and maps.max() <= 1

@@ -137,10 +137,33 @@ class FaceOnTheLeftSegmenter(torch.nn.Module):
 @pytest.mark.parametrize("flip", [False, True])
 def test_face_labels_are_flip_averaged_as_the_occluder_mask_is(flip):
     from pipeline.models.checkpoint import NetworkSettings
-    from pipeline.stages.evaluate import Models, _face_labels
+    from pipeline.stages.evaluate import Models, _face_labels, _segment
 
     settings = NetworkSettings("x", {}, "segmenter", 8, "run-s", test_time_flip=flip)
     segmenter = FaceOnTheLeftSegmenter()
-    labels = _face_labels(Models(segmenter, segmenter, segmenter, settings, None), torch.rand(2, 3, 8, 8))
+    occluder, classes = _segment(Models(segmenter, segmenter, segmenter, settings, None), torch.rand(2, 3, 8, 8))
+    assert occluder.max() < 0.01                                # the occluder channel: -10 everywhere
+    labels = _face_labels(classes, (8, 8))
     assert labels[..., :4].eq(1).all()
     assert labels[..., 4:].eq(1 if flip else 0).all()          # averaged: face 0.69 against background 0.31
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_evaluates_masks_from_one_segmenter_pass_are_predict_masks_own(flip):
+    from pipeline.deocclusion import mask_from_probability, predict_masks
+    from pipeline.models.checkpoint import NetworkSettings
+    from pipeline.models.registry import create_model
+    from pipeline.stages.evaluate import Models, _segment
+
+    torch.manual_seed(0)
+    segmenter = create_model("sa-unet", width=4, max_channels=16).eval()
+    settings = NetworkSettings("sa-unet", {}, "segmenter", 64, "run-s", test_time_flip=flip)
+    images = torch.rand(3, 3, 80, 80)                           # resized to the segmenter's 64 px and back
+    occluder, classes = _segment(Models(segmenter, segmenter, segmenter, settings, None), images)
+    assert classes is None and occluder.shape == (3, 1, 64, 64)
+    threshold = float(occluder.quantile(0.2))                   # an untrained network: most pixels masked, so that
+                                                                # the openings leave some
+    for kernel in (0, 3, 7):
+        expected = predict_masks(segmenter, images, threshold, 64, kernel, test_time_flip=flip)
+        assert 0 < expected.mean() < 1
+        assert torch.equal(mask_from_probability(occluder, threshold, kernel, (80, 80)), expected)

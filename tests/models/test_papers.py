@@ -59,6 +59,15 @@ def test_sa_unet_matches_paper_003():
     assert abs(count_parameters(net) - 17_657_825) / 17_657_825 < 0.01
 
 
+def test_sa_unet_predicts_the_occluder_alone_or_three_classes_with_the_occluder_last():
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 64, 64)
+    assert SelfAttentionUNet(width=4, max_channels=16)(image).shape == (2, 1, 64, 64)
+    assert SelfAttentionUNet(width=4, max_channels=16, classes=3)(image).shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="classes must be 1 .* or 3"):
+        SelfAttentionUNet(width=4, classes=2)
+
+
 def test_batch_instance_norm_mixes_batch_and_instance_statistics():
     norm = BatchInstanceNorm2d(4).train()
     x = torch.randn(3, 4, 5, 5) * 3 + 1

@@ -1,11 +1,13 @@
 """SA-UNet's batch-instance-norm gate: used as is in forward, clipped to [0, 1] after each step;
-the segmenter trains under bf16-mixed on a CPU."""
+the segmenter trains under bf16-mixed on a CPU; validation logs the loss terms apart from the mask's scores."""
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
 from pipeline.config import OptimizerConfig
+from pipeline.evaluation.metrics import segmentation_metrics
+from pipeline.losses.segmentation import bce_dice
 from pipeline.models.layers import BatchInstanceNorm2d
 from pipeline.models.registry import create_model
 from pipeline.training.segmenter import SegmenterModule
@@ -58,3 +60,20 @@ def test_the_segmenter_trains_in_bf16_mixed_on_a_cpu():
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert all(p.dtype == torch.float32 for p in net.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_validation_logs_the_soft_dice_loss_apart_from_the_predicted_masks_dice_score():
+    torch.manual_seed(0)
+    net = create_model("sa-unet", **tiny_arch_kwargs("sa-unet"))
+    module = SegmenterModule(net, OptimizerConfig("adam", 1e-3), {"bce": 1.0, "dice": 1.0})
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    batch = batches()[0]
+    trainer.validate(module, DataLoader([batch], batch_size=None), verbose=False)
+    net.eval()
+    with torch.no_grad():
+        logits = net(batch["occluded_image"])
+    soft = bce_dice(logits, batch["occluder_mask"], batch["label_map"])["dice"]
+    hard = segmentation_metrics((torch.sigmoid(logits) > 0.5).float(), batch["occluder_mask"])["dice"].mean()
+    assert torch.isclose(trainer.callback_metrics["val/dice_loss"], soft, atol=1e-5)
+    assert torch.isclose(trainer.callback_metrics["val/dice"], hard, atol=1e-5)
+    assert not torch.isclose(soft, 1 - hard, atol=1e-3)
