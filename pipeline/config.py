@@ -128,6 +128,8 @@ class TrainerConfig:
     num_nodes: int = 1
     num_workers: int = 0               # DataLoader worker processes
     pin_memory: bool = False           # page-locked batches for faster host-to-GPU copies
+    cache_mb: int = 1024               # MiB of decoded pixels (8 bytes a pixel) the train and val splits may hold
+                                       # in memory, decoded once instead of every epoch; 0: decode as drawn
 
 
 @dataclass(frozen=True)
@@ -426,6 +428,7 @@ def _check(cfg: Config, source: Path) -> None:
                  f"{name}.trainer.devices must be an integer >= 1 or 'auto', got {trainer.devices!r}")
         _require(trainer.num_nodes >= 1, source, f"{name}.trainer.num_nodes must be >= 1, got {trainer.num_nodes}")
         _require(trainer.num_workers >= 0, source, f"{name}.trainer.num_workers must be >= 0, got {trainer.num_workers}")
+        _require(trainer.cache_mb >= 0, source, f"{name}.trainer.cache_mb must be >= 0, got {trainer.cache_mb}")
     _require(0 < cfg.segmenter.threshold < 1, source, f"segmenter.threshold must be in (0, 1), got {cfg.segmenter.threshold}")
     _require(cfg.inpainter.perceptual_fallback in ("random", "none"), source,
              f"inpainter.perceptual_fallback must be random or none, got {cfg.inpainter.perceptual_fallback!r}")

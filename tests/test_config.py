@@ -187,6 +187,7 @@ def test_resolved_params_merge_the_active_profile_and_nothing_else(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ({"segmenter": {"trainer": {"precision": "fp8"}}}, "segmenter.trainer.precision must be one of"),
     ({"finetune": {"trainer": {"devices": 0}}}, "finetune.trainer.devices must be an integer >= 1 or 'auto'"),
+    ({"segmenter": {"trainer": {"cache_mb": -1}}}, "segmenter.trainer.cache_mb must be >= 0"),
     ({"inpainter": {"trainer": {"gpus": 2}}}, "unknown key(s) in 'inpainter.trainer': gpus"),
     ({"evaluation": {"device": "tpu"}}, "evaluation.device must be auto, cpu, cuda or cuda:N"),
 ])

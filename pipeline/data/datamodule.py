@@ -1,5 +1,6 @@
-"""The training and validation splits as Lightning loads them: decoded per sample, resized to the
-network's training resolution, shuffled per epoch from the seed."""
+"""The training and validation splits as Lightning loads them: decoded once into memory when they fit
+the trainer's `cache_mb` (else per sample as drawn), resized to the network's training resolution,
+shuffled per epoch from the seed."""
 
 from __future__ import annotations
 
@@ -36,14 +37,19 @@ class OcclusionDataModule(L.LightningDataModule):
     """Owns the train and val splits of one training stage and how they are loaded."""
 
     def __init__(self, train: SplitFiles | SplitTensors, val: SplitFiles | SplitTensors, resolution: int,
-                 batch_size: int, seed: int, num_workers: int = 0, pin_memory: bool = False) -> None:
+                 batch_size: int, seed: int, num_workers: int = 0, pin_memory: bool = False,
+                 cache_bytes: int = 0) -> None:
         super().__init__()
-        self.train = OcclusionDataset(train, resolution)
-        self.val = OcclusionDataset(val, resolution)
+        self.train = OcclusionDataset(train, resolution, cache_bytes)
+        self.val = OcclusionDataset(val, resolution, max(0, cache_bytes - self.train_cached_bytes()))
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+
+    def train_cached_bytes(self) -> int:
+        pixels = self.train.pixels
+        return 0 if pixels is None else sum(t.numel() * t.element_size() for t in vars(pixels).values())
 
     def _loader(self, dataset: OcclusionDataset, **kwargs: object) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,

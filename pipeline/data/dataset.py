@@ -166,19 +166,62 @@ def load_split(root: Path, split: str) -> SplitFiles:
     )
 
 
-class OcclusionDataset(Dataset):
-    """(occluded image, clean image, occluder mask, label map) of one split, each sample decoded and
-    resized to the model's resolution as it is drawn, so a large split is never held in memory."""
+@dataclass(frozen=True)
+class DecodedPixels:
+    """A split's pixels decoded once and held as they are stored (uint8 images and labels, a bool mask:
+    8 bytes a pixel), so an epoch that draws a sample again decodes no PNG. Samples come back as the
+    files give them, to the last bit."""
 
-    def __init__(self, split: SplitFiles | SplitTensors, resolution: int | None = None) -> None:
+    occluded_image: torch.Tensor   # (N, 3, H, W) uint8
+    clean_image: torch.Tensor      # (N, 3, H, W) uint8
+    occluder_mask: torch.Tensor    # (N, 1, H, W) bool
+    label_map: torch.Tensor        # (N, H, W) uint8
+
+    BYTES_PER_PIXEL = 8
+
+    @classmethod
+    def decode(cls, split: SplitFiles, chunk: int = 256) -> "DecodedPixels":
+        parts = [(to_uint8(part.occluded_image), to_uint8(part.clean_image), part.occluder_mask > 0.5, part.label_map)
+                 for part in split.chunks(chunk)]
+        return cls(*(torch.cat(tensors) for tensors in zip(*parts)))
+
+    def sample(self, split: SplitFiles | SplitTensors, index: int) -> SplitTensors:
+        part = slice(index, index + 1)
+        return SplitTensors(split.ids[part], self.occluded_image[part].float() / 255.0,
+                            self.clean_image[part].float() / 255.0, self.occluder_mask[part].float(),
+                            self.label_map[part], split.mask_ratio[part], split.occluder_type[part])
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images decoded from 8-bit files (k / 255) back to their bytes, exactly."""
+    return (images * 255).round().to(torch.uint8)
+
+
+def decoded_bytes(split: SplitFiles) -> int:
+    """What `DecodedPixels` of the split would hold, from the first image's header (one size per dataset)."""
+    with Image.open(split.root / split.files[0][0]) as first:
+        width, height = first.size
+    return len(split) * width * height * DecodedPixels.BYTES_PER_PIXEL
+
+
+class OcclusionDataset(Dataset):
+    """(occluded image, clean image, occluder mask, label map) of one split, each sample resized to the
+    model's resolution as it is drawn. A split on disk is decoded into memory once when its pixels fit in
+    `cache_bytes`; a larger one is decoded sample by sample as drawn, so it is never held in memory."""
+
+    def __init__(self, split: SplitFiles | SplitTensors, resolution: int | None = None, cache_bytes: int = 0) -> None:
         self.split = split
         self.resolution = resolution
+        fits = isinstance(split, SplitFiles) and len(split) > 0 and decoded_bytes(split) <= cache_bytes
+        self.pixels = DecodedPixels.decode(split) if fits else None
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = resize_split(self.split.select(index, index + 1), self.resolution)
+        sample = (self.pixels.sample(self.split, index) if self.pixels is not None
+                  else self.split.select(index, index + 1))
+        sample = resize_split(sample, self.resolution)
         return {
             "occluded_image": sample.occluded_image[0],
             "clean_image": sample.clean_image[0],

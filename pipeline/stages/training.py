@@ -150,13 +150,16 @@ class TrainingHistory:
         return next(row for row in self.rows if int(row["epoch"]) == self.best_epoch)
 
 
+LOADER_SETTINGS = ("num_workers", "pin_memory", "cache_mb")   # how samples arrive, not which: no effect on training
+
+
 def training_fingerprint(stage: str, section: NetworkTrainingConfig | FinetuneConfig, resolution: int, seed: int,
                          dataset: Path, determined_by: dict[str, Any], inputs: Sequence[Path]) -> str:
     """A hash of everything that decides what a training stage learns, so a resume never continues
     another configuration: the section (less its loader settings), resolution, seed, the dataset's
     manifest, any other settings the stage names, and the files it starts from."""
     settings = asdict(section)
-    settings["trainer"] = {k: v for k, v in settings["trainer"].items() if k not in ("num_workers", "pin_memory")}
+    settings["trainer"] = {k: v for k, v in settings["trainer"].items() if k not in LOADER_SETTINGS}
     canonical = json.dumps({"stage": stage, "section": settings, "resolution": resolution, "seed": seed,
                             "manifest": sha256_file(dataset / MANIFEST), "determined_by": determined_by,
                             "inputs": [sha256_file(path) for path in inputs]}, sort_keys=True, default=str)
@@ -223,7 +226,8 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
     logger.info("%s: training in precision %s (trainer.precision %s)", stage, precision, hardware.precision)
     if mlflow.active_run() is not None:
         set_tags({f"{stage}.precision": precision})
-    data = OcclusionDataModule(train, val, resolution, section.batch_size, seed, hardware.num_workers, hardware.pin_memory)
+    data = OcclusionDataModule(train, val, resolution, section.batch_size, seed, hardware.num_workers, hardware.pin_memory,
+                               hardware.cache_mb * 2**20)
     history = EpochHistory()
     with quiet_lightning():
         best = ModelCheckpoint(dirpath=resume_dir, filename="best", monitor=module.monitor, mode=module.monitor_mode,

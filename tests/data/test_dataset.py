@@ -53,6 +53,32 @@ def test_the_dataset_decodes_and_resizes_one_sample(dataset):
     torch.testing.assert_close(same_size["clean_image"], train.select(3, 4).clean_image[0])
 
 
+@pytest.mark.parametrize("resolution", [None, 32, 20])
+def test_a_split_decoded_into_memory_gives_every_sample_bit_for_bit(dataset, resolution):
+    train = load_split(dataset, "train")
+    cached, from_files = OcclusionDataset(train, resolution, cache_bytes=2**20), OcclusionDataset(train, resolution)
+    assert cached.pixels is not None and from_files.pixels is None
+    assert cached.pixels.occluded_image.dtype == torch.uint8 and cached.pixels.occluder_mask.dtype == torch.bool
+    for index in range(len(train)):
+        a, b = cached[index], from_files[index]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), (index, key)
+
+
+def test_only_a_split_that_fits_the_budget_is_held_in_memory(dataset):
+    train, val = load_split(dataset, "train"), load_split(dataset, "val")   # 9 and 3 samples of 32 x 32
+    per_sample = 32 * 32 * 8   # uint8 RGB twice, a bool mask, uint8 labels
+    assert OcclusionDataset(train, cache_bytes=9 * per_sample).pixels is not None
+    assert OcclusionDataset(train, cache_bytes=9 * per_sample - 1).pixels is None
+    # The budget is the train and val splits' together: the train split first.
+    both = OcclusionDataModule(train, val, 32, batch_size=4, seed=0, cache_bytes=12 * per_sample)
+    assert both.train.pixels is not None and both.val.pixels is not None
+    train_only = OcclusionDataModule(train, val, 32, batch_size=4, seed=0, cache_bytes=11 * per_sample)
+    assert train_only.train.pixels is not None and train_only.val.pixels is None
+    assert OcclusionDataModule(train, val, 32, batch_size=4, seed=0).train.pixels is None   # 0: decode as drawn
+
+
 def test_training_batches_are_full_so_batch_norm_never_sees_one_sample(dataset):
     train, val = load_split(dataset, "train"), load_split(dataset, "val")   # 9 and 3 samples
     data = OcclusionDataModule(train, val, 32, batch_size=4, seed=0)

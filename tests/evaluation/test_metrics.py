@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pipeline.evaluation.metrics import dice, iou, l1_error, pixel_accuracy, psnr, ssim
+from pipeline.evaluation.metrics import dice, inpainting_metrics, iou, l1_error, pixel_accuracy, psnr, ssim
 
 
 def test_identical_images_score_perfectly():
@@ -167,3 +167,18 @@ def test_evaluates_masks_from_one_segmenter_pass_are_predict_masks_own(flip):
         expected = predict_masks(segmenter, images, threshold, 64, kernel, test_time_flip=flip)
         assert 0 < expected.mean() < 1
         assert torch.equal(mask_from_probability(occluder, threshold, kernel, (80, 80)), expected)
+
+
+def test_inpainting_metrics_are_the_single_metrics():
+    generator = torch.Generator().manual_seed(3)
+    clean = torch.rand(4, 3, 24, 24, generator=generator)
+    output = (clean + 0.2 * torch.rand(4, 3, 24, 24, generator=generator)).clamp(0, 1)
+    mask = (torch.rand(4, 1, 24, 24, generator=generator) > 0.6).float()
+    scores = inpainting_metrics(output, clean, mask)
+    expected = {"l1": l1_error(output, clean), "psnr": psnr(output, clean), "ssim": ssim(output, clean),
+                "l1_masked": l1_error(output, clean, mask), "psnr_masked": psnr(output, clean, mask),
+                "ssim_masked": ssim(output, clean, mask)}
+    assert scores.keys() == expected.keys()
+    for name, values in expected.items():
+        assert torch.equal(scores[name], values), name
+    assert not torch.equal(scores["ssim"], scores["ssim_masked"])
