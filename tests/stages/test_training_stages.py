@@ -132,6 +132,18 @@ def test_fit_keeps_the_best_epoch_logs_one_line_per_epoch_and_honours_the_traine
     assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
 
 
+@pytest.mark.parametrize("cache_mb, held", [(0, False), (1, True)])
+def test_fit_holds_the_splits_in_memory_as_trainer_cache_mb_says(dataset_root, tmp_path, cache_mb, held):
+    cfg = config_in(dataset_root, tmp_path, {"segmenter": {"epochs": 1, "trainer": {"cache_mb": cache_mb}}})
+    paths = Paths(cfg.root)
+    train, val = load_split(paths.dataset, "train"), load_split(paths.dataset, "val")
+    module = ScriptedScore([0.5])
+    with tracked_run(cfg.registry, "fit-test", {}, {}) as run:
+        fit(module, "train_segmenter", cfg.segmenter, train, val, 32, cfg.seed, cfg.registry, run.info.run_id, paths.models)
+    data = module.trainer.datamodule
+    assert (data.train.pixels is not None) is held and (data.val.pixels is not None) is held
+
+
 class StopAfterFirstEpoch(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == 1:                     # epoch 1's last.ckpt is written by then
