@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
 import tempfile
@@ -24,7 +25,10 @@ BIN = Path(sys.executable).parent
 # the suite it can need more, and the flows under test would fail for the machine's load alone.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # `precision: auto` remembers its choices per machine; the suite's stay out of the user's ~/.cache.
-os.environ.setdefault("DEOCCLUDE_PRECISION_CACHE", str(Path(tempfile.mkdtemp(prefix="deocclude-precision-")) / "precision.json"))
+if "DEOCCLUDE_PRECISION_CACHE" not in os.environ:
+    _precision_dir = tempfile.mkdtemp(prefix="deocclude-precision-")
+    atexit.register(shutil.rmtree, _precision_dir, ignore_errors=True)
+    os.environ["DEOCCLUDE_PRECISION_CACHE"] = str(Path(_precision_dir) / "precision.json")
 
 # Small enough to train in seconds, large enough that the segmenter finds occluders.
 TINY_OVERRIDES: dict[str, Any] = {
