@@ -42,7 +42,7 @@ from pipeline.evaluation.same_identity import (MASK_RATIOS, SameIdentityTest, bu
                                                method_settings, score_method)
 from pipeline.losses.adversarial import ADVERSARIAL_LOSSES
 from pipeline.losses.reconstruction import hole_valid_l1
-from pipeline.models.checkpoint import NetworkSettings, load_checkpoint, load_discriminator, save_checkpoint
+from pipeline.models.checkpoint import NetworkSettings, file_md5, load_checkpoint, load_discriminator, save_checkpoint
 from pipeline.models.registry import create_model
 from pipeline.reference import perceptual_extractor
 
@@ -83,7 +83,6 @@ def train(arch_kwargs: dict, occluders: dict[str, float], seconds: float, sample
         steps += 1
     logger.info("trained %d steps in %.0f s on %s, last loss %.4f", steps, time.perf_counter() - start, device, loss.item())
     save_checkpoint(path, net, NetworkSettings("ifacenet", arch_kwargs, "inpainter", SIZE,
-                                               f"benchmark: {steps} steps of batch 16 on {device}",
                                                discriminator_arch="patchgan", discriminator_kwargs={"width": 16}),
                     discriminator)
 
@@ -147,7 +146,7 @@ def main() -> None:
             rows.append(row)
     result = {"machine": {"platform": platform.platform(), "device": args.device, "torch": torch.__version__,
                           "threads": torch.get_num_threads()},
-              "model": {"training": saved.training_run_id, "arch_kwargs": saved.arch_kwargs, "resolution": SIZE},
+              "model": {"checkpoint_md5": file_md5(args.checkpoint), "arch_kwargs": saved.arch_kwargs, "resolution": SIZE},
               "test": {"identities": args.identities, "references": args.references, "mask_ratios": MASK_RATIOS},
               "reference": asdict(guided), "sweep": sweep, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -153,13 +153,13 @@ def test_test_time_flip_runs_the_segmenter_on_the_mirror_image_and_mirrors_its_a
 
 def test_deoccluder_from_settings_cuts_masks_as_the_segmenters_checkpoint_says():
     from pipeline.models.checkpoint import NetworkSettings
-    segmenter_settings = NetworkSettings("x", {}, "segmenter", 8, "run-s", threshold=0.85, test_time_flip=True)
-    inpainter_settings = NetworkSettings("y", {}, "inpainter", 16, "run-i")
+    segmenter_settings = NetworkSettings("x", {}, "segmenter", 8, threshold=0.85, test_time_flip=True)
+    inpainter_settings = NetworkSettings("y", {}, "inpainter", 16)
     deoccluder = Deoccluder.from_settings(LeftHalfSegmenter(), segmenter_settings, ColourInpainter(), inpainter_settings)
     assert (deoccluder.segmenter_resolution, deoccluder.inpainter_resolution) == (8, 16)
     assert (deoccluder.threshold, deoccluder.opening_kernel, deoccluder.test_time_flip) == (0.85, 0, True)
     assert deoccluder(np.zeros((8, 8, 3), dtype=np.uint8))[0].max() == 0     # 0.8 everywhere after the flip
-    without_flip = Deoccluder.from_settings(LeftHalfSegmenter(), NetworkSettings("x", {}, "segmenter", 8, "run-s",
+    without_flip = Deoccluder.from_settings(LeftHalfSegmenter(), NetworkSettings("x", {}, "segmenter", 8,
                                                                                  threshold=0.85),
                                             ColourInpainter(), inpainter_settings)
     assert without_flip(np.zeros((8, 8, 3), dtype=np.uint8))[0][:, :4].min() == 255

@@ -52,6 +52,17 @@ def test_flow_registers_a_champion_that_beats_the_occluded_input(project):
     segmenter_tags = client.get_model_version("occluder-segmenter", "1").tags
     assert (segmenter_tags["threshold"], segmenter_tags["opening_kernel"], segmenter_tags["test_time_flip"]) == \
         ("0.5", "0", "true")   # how its logits become the pipeline's masks
+    # Lineage by content: each version names the run whose checkpoint_md5 tag is the file's DVC hash.
+    runs = {run.info.run_name: run for run in client.search_runs([champion_experiment(client)])}
+    outs = {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
+    assert segmenter_tags["training_run_id"] == runs["train_segmenter"].info.run_id
+    assert runs["train_segmenter"].data.tags["checkpoint_md5.segmenter"] == outs["models/segmenter.pt"]
+    assert client.get_model_version("face-inpainter", "1").tags["training_run_id"] == runs["finetune"].info.run_id
+    assert runs["finetune"].data.tags["checkpoint_md5.inpainter_finetuned"] == outs["models/inpainter_finetuned.pt"]
+
+
+def champion_experiment(client):
+    return client.get_experiment_by_name("deocclude").experiment_id
 
 
 def test_training_runs_log_params_epoch_metrics_checkpoint_and_samples(project):
@@ -78,6 +89,22 @@ def test_second_run_skips_every_stage_though_python_wrote_bytecode(project):
     result = deocclude(root, "run")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Stages run: none" in result.stdout
+    assert "up to date" in dvc(root, "status").stdout
+
+
+def test_a_retrained_unchanged_model_keeps_its_hash_so_the_stages_after_it_stay_cached(project, tmp_path):
+    """The checkpoint holds nothing run-specific: retraining with the same data, code and params on the same
+    machine writes the same bytes, DVC records the same hash and finetune, evaluate and register stay cached."""
+    root = tmp_path / "copy"
+    shutil.copytree(project[0], root, symlinks=True)
+
+    def segmenter_md5():
+        lock = yaml.safe_load((root / "dvc.lock").read_text())
+        return next(o["md5"] for o in lock["stages"]["train_segmenter"]["outs"] if o["path"] == "models/segmenter.pt")
+
+    before = segmenter_md5()
+    dvc(root, "repro", "--force", "--single-item", "train_segmenter")
+    assert segmenter_md5() == before
     assert "up to date" in dvc(root, "status").stdout
 
 

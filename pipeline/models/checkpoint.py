@@ -1,8 +1,13 @@
 """A checkpoint holds the weights and one frozen, versioned `NetworkSettings` that says everything a
-later stage needs: how to rebuild the network and how it was trained (resolution, threshold, ...)."""
+later stage needs: how to rebuild the network and how it was trained (resolution, threshold, ...).
+
+Nothing run-specific goes in: the same weights give the same bytes, so DVC's hash of a retrained but
+unchanged model stays the same and the stages after it stay cached. Which MLflow run trained it is
+found from its content instead (`checkpoint_md5.<name>` tag on that run, `training_run_of`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,6 +21,9 @@ from pipeline.models.registry import create_model
 
 # Bump when NetworkSettings changes meaning; older files are refused with a clear error.
 CHECKPOINT_LAYOUT = 2
+# Settings that files of this layout once held and that are now ignored when read: the training run's id
+# (now the run's checkpoint_md5 tag), which made every retraining's file differ.
+RETIRED_SETTINGS = frozenset({"training_run_id"})
 
 
 class CheckpointError(DeoccludeError, ValueError):
@@ -30,7 +38,6 @@ class NetworkSettings:
     arch_kwargs: dict[str, Any]
     task: str                                  # segmenter | inpainter | discriminator
     resolution: int                            # the side, in pixels, it was trained and must run at
-    training_run_id: str                       # the MLflow run that trained (or fine-tuned) it
     threshold: float = 0.5                     # segmenter: occluder probability above which a pixel is masked
     opening_kernel: int = 0                    # segmenter: > 1, erosion then dilation at `resolution`
     test_time_flip: bool = False               # segmenter: its probability averaged with the mirror image's
@@ -74,9 +81,10 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint layout {layout or 1} is not this version's layout {CHECKPOINT_LAYOUT}; "
                               "it was written by an older deocclude: retrain it (`dvc repro -f <stage>`)")
     known = {f.name for f in fields(NetworkSettings)}
-    if set(payload["settings"]) - known:
-        raise CheckpointError(f"{path}: unknown settings {sorted(set(payload['settings']) - known)}")
-    return payload
+    settings = {name: value for name, value in payload["settings"].items() if name not in RETIRED_SETTINGS}
+    if set(settings) - known:
+        raise CheckpointError(f"{path}: unknown settings {sorted(set(settings) - known)}")
+    return {**payload, "settings": settings}
 
 
 def read_settings(path: Path) -> NetworkSettings:
@@ -101,3 +109,12 @@ def load_discriminator(path: Path) -> nn.Module:
     discriminator = create_model(settings.discriminator_arch, "discriminator", **settings.discriminator_kwargs)
     discriminator.load_state_dict(payload["discriminator_state_dict"])
     return discriminator.eval()
+
+
+def file_md5(path: Path) -> str:
+    """The file's MD5, as DVC records an output's hash in dvc.lock."""
+    digest = hashlib.md5()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -156,3 +156,18 @@ def set_tags(tags: dict[str, str]) -> None:
 
 def log_artifact(path: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def checkpoint_tag(path: Path) -> str:
+    """The run tag that holds the MD5 of the checkpoint file `path` (e.g. models/segmenter.pt) it trained."""
+    return f"checkpoint_md5.{Path(path).stem}"
+
+
+def training_run_of(cfg: RegistryConfig, path: Path, md5: str) -> str | None:
+    """The latest run of the experiment tagged as having written checkpoint `path` with content `md5`."""
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is None:
+        return None
+    runs = MlflowClient().search_runs([experiment.experiment_id], f"tags.`{checkpoint_tag(path)}` = '{md5}'",
+                                      order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None

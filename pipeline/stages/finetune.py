@@ -49,7 +49,7 @@ def run(cfg: Config) -> Path:
                       paths.models, determined_by={"inpainter": cfg.inpainter}, inputs=[paths.segmenter, paths.inpainter])
         inpainter.eval()
         # The fine-tuned inpainter ships without its discriminator: nothing downstream trains it.
-        settings = replace(inpainter_settings, training_run_id=mlflow_run.info.run_id, discriminator_arch=None,
+        settings = replace(inpainter_settings, discriminator_arch=None,
                            discriminator_kwargs={}, finetuned_on_segmenter=segmenter_settings.arch)
         save_checkpoint(paths.finetuned_inpainter, inpainter, settings)
         shown = resize_split(val.select(0, 8), resolution)

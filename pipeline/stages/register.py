@@ -27,7 +27,7 @@ from pipeline.config import RESOLVED_PARAMS_FILE, Config, as_flat_dict
 from pipeline.data.dataset import SplitFiles, load_split, read_manifest
 from pipeline.deocclusion import Deoccluder, inpaint
 from pipeline.evaluation.metrics import inpainting_metrics
-from pipeline.models.checkpoint import load_checkpoint
+from pipeline.models.checkpoint import file_md5, load_checkpoint
 from pipeline.registry.aliases import alias_version, move_alias
 from pipeline.registry.gate import CHAMPION, GateDecision, check_floors, decide, paired_comparison
 from pipeline.registry.mlflow_models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, download_run_file,
@@ -35,7 +35,7 @@ from pipeline.registry.mlflow_models import (DEOCCLUSION_MODEL, INPAINTER_MODEL,
                                              set_version_tags, tensor_signature, version_record)
 from pipeline.evaluation.html_report import render_report_from_dir
 from pipeline.registry.pages import gate_page, gate_section, model_card
-from pipeline.registry.tracking import artifact_link, log_artifact, log_metrics, log_params, set_tags
+from pipeline.registry.tracking import artifact_link, log_artifact, log_metrics, log_params, set_tags, training_run_of
 from pipeline.stages.common import Paths, data_version, flat_metrics, provenance_tags, stage_run, write_json, write_text
 from pipeline.stages.evaluate import champion_results, metric_value
 
@@ -258,6 +258,16 @@ def _description(segmenter_arch: str, inpainter_arch: str, metric: str, score: f
             f"Gate: {decision.alias}: {decision.reason}\nReport: {report_link}")
 
 
+def _training_run(cfg: Config, checkpoint: Path) -> str:
+    """The MLflow run that wrote this checkpoint's exact bytes; `unknown` (with a warning) when the tracking
+    store has none, e.g. models pulled with `dvc pull` into a workspace whose store never saw them trained."""
+    run_id = training_run_of(cfg.registry, checkpoint, file_md5(checkpoint))
+    if run_id is None:
+        logger.warning("%s: no run of experiment %r is tagged as having trained it; its lineage tag says 'unknown'",
+                       checkpoint, cfg.registry.experiment)
+    return run_id or "unknown"
+
+
 def _register_models(cfg: Config, paths: Paths, deoccluder: Deoccluder, segmenter_settings: Any,
                      inpainter_settings: Any, example_image: np.ndarray, version_tags: dict[str, str],
                      score: float) -> dict[str, str]:
@@ -268,17 +278,18 @@ def _register_models(cfg: Config, paths: Paths, deoccluder: Deoccluder, segmente
     inpainter_uri = log_network(inpainter, INPAINTER_MODEL,
                                 tensor_signature({"image": image_shape, "mask": mask_shape}, {"image": image_shape}))
     deocclusion_uri = log_deocclusion_model(paths.segmenter, paths.finetuned_inpainter, example_image)
+    training_runs = {path: _training_run(cfg, path) for path in (paths.segmenter, paths.finetuned_inpainter)}
     versions = {
         SEGMENTER_MODEL: register(segmenter_uri, SEGMENTER_MODEL,
                                   {**version_tags, "arch": segmenter_settings.arch,
-                                   "training_run_id": segmenter_settings.training_run_id,
+                                   "training_run_id": training_runs[paths.segmenter],
                                    # its logits alone do not give the pipeline's masks: how they are cut
                                    "threshold": str(segmenter_settings.threshold),
                                    "opening_kernel": str(segmenter_settings.opening_kernel),
                                    "test_time_flip": str(segmenter_settings.test_time_flip).lower()}),
         INPAINTER_MODEL: register(inpainter_uri, INPAINTER_MODEL,
                                   {**version_tags, "arch": inpainter_settings.arch,
-                                   "training_run_id": inpainter_settings.training_run_id}),
+                                   "training_run_id": training_runs[paths.finetuned_inpainter]}),
     }
     versions[DEOCCLUSION_MODEL] = register(
         deocclusion_uri, DEOCCLUSION_MODEL,

@@ -81,7 +81,7 @@ def run(cfg: Config) -> Path:
         history = fit_inpainter(cfg, training, "train_inpainter", mlflow_run.info.run_id, paths.models)
         net.eval()
         settings = NetworkSettings(
-            section.arch, checkpoint_kwargs(net, training.kwargs), "inpainter", resolution, mlflow_run.info.run_id,
+            section.arch, checkpoint_kwargs(net, training.kwargs), "inpainter", resolution,
             discriminator_arch=section.discriminator.arch if section.discriminator else None,
             discriminator_kwargs=dict(section.discriminator.arch_kwargs) if section.discriminator else {})
         save_checkpoint(paths.inpainter, net, settings, discriminator.eval() if discriminator is not None else None)

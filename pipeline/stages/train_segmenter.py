@@ -33,7 +33,7 @@ def run(cfg: Config) -> Path:
                       paths.models)
         net.eval()
         settings = NetworkSettings(section.arch, checkpoint_kwargs(net, kwargs), "segmenter", resolution,
-                                   mlflow_run.info.run_id, threshold=section.threshold,
+                                   threshold=section.threshold,
                                    opening_kernel=section.opening_kernel, test_time_flip=section.test_time_flip)
         save_checkpoint(paths.segmenter, net, settings)
         shown = resize_split(val.select(0, 8), resolution)

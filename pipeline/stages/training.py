@@ -29,7 +29,8 @@ from pipeline.evaluation.report import save_grid, write_csv
 from pipeline.losses.perceptual import VGG19Features
 from pipeline.models.face_prior import EigenfacePrior
 from pipeline.models.registry import create_model, list_models
-from pipeline.registry.tracking import lightning_logger, log_artifact, log_metrics, set_tags
+from pipeline.models.checkpoint import file_md5
+from pipeline.registry.tracking import checkpoint_tag, lightning_logger, log_artifact, log_metrics, set_tags
 from pipeline.training.callbacks import AtomicCheckpointIO, EpochProgress
 from pipeline.training.history import EpochHistory
 from pipeline.training.precision import resolve_precision
@@ -260,11 +261,13 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
 
 def log_training_outputs(checkpoints: list[Path], history: TrainingHistory, history_path: Path,
                          grid_columns: list[torch.Tensor], grid_path: Path) -> dict[str, float]:
-    """Write the history CSV and sample grid, log them, the checkpoints and the kept (best) epoch's
+    """Write the history CSV and sample grid, log them, the checkpoints (each one's MD5 as a
+    `checkpoint_md5.<name>` tag: the lineage `register` follows) and the kept (best) epoch's
     validation metrics to the active run, and drop the resume checkpoints: the stage's model is
     written. Returns those metrics."""
     write_csv(history.rows, history_path)
     save_grid(grid_columns, grid_path)
+    set_tags({checkpoint_tag(path): file_md5(path) for path in checkpoints})
     for path in (*checkpoints, history_path, grid_path):
         log_artifact(path)
     final = {name: value for name, value in history.best.items() if name.startswith("val_")}

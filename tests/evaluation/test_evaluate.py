@@ -28,7 +28,7 @@ def _untrained(path, arch, task, resolution):
     torch.manual_seed(0)
     net = create_model(arch, task, **TINY_ARCH_KWARGS[arch])
     save_checkpoint(path, net, NetworkSettings(arch=arch, arch_kwargs=TINY_ARCH_KWARGS[arch], task=task,
-                                               resolution=resolution, training_run_id="test"))
+                                               resolution=resolution))
 
 
 @pytest.fixture(scope="module")

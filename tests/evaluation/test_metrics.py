@@ -139,7 +139,7 @@ def test_face_labels_are_flip_averaged_as_the_occluder_mask_is(flip):
     from pipeline.models.checkpoint import NetworkSettings
     from pipeline.stages.evaluate import Models, _face_labels, _segment
 
-    settings = NetworkSettings("x", {}, "segmenter", 8, "run-s", test_time_flip=flip)
+    settings = NetworkSettings("x", {}, "segmenter", 8, test_time_flip=flip)
     segmenter = FaceOnTheLeftSegmenter()
     occluder, classes = _segment(Models(segmenter, segmenter, segmenter, settings, None), torch.rand(2, 3, 8, 8))
     assert occluder.max() < 0.01                                # the occluder channel: -10 everywhere
@@ -157,7 +157,7 @@ def test_evaluates_masks_from_one_segmenter_pass_are_predict_masks_own(flip):
 
     torch.manual_seed(0)
     segmenter = create_model("sa-unet", width=4, max_channels=16).eval()
-    settings = NetworkSettings("sa-unet", {}, "segmenter", 64, "run-s", test_time_flip=flip)
+    settings = NetworkSettings("sa-unet", {}, "segmenter", 64, test_time_flip=flip)
     images = torch.rand(3, 3, 80, 80)                           # resized to the segmenter's 64 px and back
     occluder, classes = _segment(Models(segmenter, segmenter, segmenter, settings, None), images)
     assert classes is None and occluder.shape == (3, 1, 64, 64)

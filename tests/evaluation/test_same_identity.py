@@ -68,7 +68,7 @@ def tiny_cfg(tmp_path):
 
 def _models(inpainter: str) -> evaluate.Models:
     net = tiny(inpainter)
-    settings = NetworkSettings(inpainter, tiny_arch_kwargs(inpainter), "inpainter", 32, "test")
+    settings = NetworkSettings(inpainter, tiny_arch_kwargs(inpainter), "inpainter", 32)
     return evaluate.Models(None, net, net, None, settings)
 
 

@@ -3,7 +3,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pipeline.models.checkpoint import (CHECKPOINT_LAYOUT, CheckpointError, NetworkSettings, load_checkpoint,
+from pipeline.models.checkpoint import (CHECKPOINT_LAYOUT, CheckpointError, NetworkSettings, file_md5, load_checkpoint,
                                         load_discriminator, read_settings, save_checkpoint)
 from pipeline.models.registry import count_parameters, create_model
 from tests.conftest import tiny_arch_kwargs
@@ -12,7 +12,7 @@ from tests.conftest import tiny_arch_kwargs
 def test_checkpoint_rebuilds_the_same_network_with_typed_settings(tmp_path):
     kwargs = tiny_arch_kwargs("sa-unet")
     net = create_model("sa-unet", **kwargs).eval()
-    settings = NetworkSettings("sa-unet", kwargs, "segmenter", 64, "run-1", threshold=0.4, opening_kernel=7,
+    settings = NetworkSettings("sa-unet", kwargs, "segmenter", 64, threshold=0.4, opening_kernel=7,
                                test_time_flip=True)
     save_checkpoint(tmp_path / "seg.pt", net, settings)
     restored, loaded = load_checkpoint(tmp_path / "seg.pt")
@@ -23,10 +23,27 @@ def test_checkpoint_rebuilds_the_same_network_with_typed_settings(tmp_path):
     assert not (tmp_path / "seg.pt.partial").exists()
 
 
+def test_the_same_weights_and_settings_give_the_same_bytes(tmp_path):
+    """Nothing run-specific in the file: DVC hashes a retrained, unchanged model as before, and the stages
+    after it stay cached."""
+    kwargs = tiny_arch_kwargs("sa-unet")
+    torch.manual_seed(0)
+    net = create_model("sa-unet", **kwargs)
+    settings = NetworkSettings("sa-unet", kwargs, "segmenter", 64)
+    first, second, changed = (tmp_path / run / "segmenter.pt" for run in ("first", "second", "changed"))
+    save_checkpoint(first, net, settings)
+    save_checkpoint(second, net, settings)
+    assert file_md5(first) == file_md5(second)
+    with torch.no_grad():
+        next(net.parameters()).add_(1e-3)
+    save_checkpoint(changed, net, settings)
+    assert file_md5(changed) != file_md5(first)
+
+
 def test_adversarial_inpainter_carries_its_discriminator(tmp_path):
     inpainter = create_model("unet-inpainter", **tiny_arch_kwargs("unet-inpainter"))
     discriminator = create_model("patchgan", **tiny_arch_kwargs("patchgan"))
-    settings = NetworkSettings("unet-inpainter", tiny_arch_kwargs("unet-inpainter"), "inpainter", 32, "run-2",
+    settings = NetworkSettings("unet-inpainter", tiny_arch_kwargs("unet-inpainter"), "inpainter", 32,
                                discriminator_arch="patchgan", discriminator_kwargs=tiny_arch_kwargs("patchgan"))
     save_checkpoint(tmp_path / "inp.pt", inpainter, settings, discriminator)
     assert read_settings(tmp_path / "inp.pt").adversarial
@@ -64,5 +81,6 @@ def test_a_checkpoint_saved_before_later_settings_existed_reads_them_as_their_de
     restored, settings = load_checkpoint(tmp_path / "seg.pt")
     assert (settings.threshold, settings.opening_kernel, settings.test_time_flip) == (0.6, 3, False)
     assert settings.finetuned_on_segmenter is None
+    assert not hasattr(settings, "training_run_id")   # retired: the run's checkpoint_md5 tag says it now
     image = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(restored(image), net(image))

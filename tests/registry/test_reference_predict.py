@@ -44,9 +44,9 @@ def saved_model(tmp_path_factory) -> Path:
     discriminator = create_model("patchgan", **tiny_arch_kwargs("patchgan"))
     threshold = median_probability(segmenter, images()["face.png"])
     save_checkpoint(root / "segmenter.pt", segmenter,
-                    NetworkSettings("soclnet", tiny_arch_kwargs("soclnet"), "segmenter", 32, "test", threshold=threshold))
+                    NetworkSettings("soclnet", tiny_arch_kwargs("soclnet"), "segmenter", 32, threshold=threshold))
     save_checkpoint(root / "inpainter.pt", inpainter,
-                    NetworkSettings("ifacenet", tiny_arch_kwargs("ifacenet"), "inpainter", 32, "test",
+                    NetworkSettings("ifacenet", tiny_arch_kwargs("ifacenet"), "inpainter", 32,
                                     discriminator_arch="patchgan", discriminator_kwargs=tiny_arch_kwargs("patchgan")),
                     discriminator)
     spec = deocclusion_model_spec(root / "segmenter.pt", root / "inpainter.pt", np.full((32, 32, 3), 128, np.uint8))

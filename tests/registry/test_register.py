@@ -54,7 +54,7 @@ def untrained_checkpoints(root: Path) -> None:
     for path, arch, task in (("models/segmenter.pt", "unet-small", "segmenter"),
                              ("models/inpainter_finetuned.pt", "unet-inpainter", "inpainter")):
         net = create_model(arch, **tiny_arch_kwargs(arch)).eval()
-        save_checkpoint(root / path, net, NetworkSettings(arch, tiny_arch_kwargs(arch), task, 32, "untrained"))
+        save_checkpoint(root / path, net, NetworkSettings(arch, tiny_arch_kwargs(arch), task, 32))
 
 
 def split_ids(root: Path) -> list[tuple[str, float]]:
