@@ -163,11 +163,13 @@ def checkpoint_tag(path: Path) -> str:
     return f"checkpoint_md5.{Path(path).stem}"
 
 
-def training_run_of(cfg: RegistryConfig, path: Path, md5: str) -> str | None:
-    """The latest run of the experiment tagged as having written checkpoint `path` with content `md5`."""
-    experiment = mlflow.get_experiment_by_name(cfg.experiment)
-    if experiment is None:
+def training_run_of(path: Path, md5: str) -> str | None:
+    """The latest run, in any experiment of the store, tagged as having written checkpoint `path` with
+    content `md5` (a model trained under another `registry.experiment` is still found)."""
+    client = MlflowClient()
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    if not experiments:
         return None
-    runs = MlflowClient().search_runs([experiment.experiment_id], f"tags.`{checkpoint_tag(path)}` = '{md5}'",
-                                      order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(experiments, f"tags.`{checkpoint_tag(path)}` = '{md5}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0].info.run_id if runs else None

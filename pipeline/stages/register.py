@@ -258,13 +258,13 @@ def _description(segmenter_arch: str, inpainter_arch: str, metric: str, score: f
             f"Gate: {decision.alias}: {decision.reason}\nReport: {report_link}")
 
 
-def _training_run(cfg: Config, checkpoint: Path) -> str:
+def _training_run(checkpoint: Path) -> str:
     """The MLflow run that wrote this checkpoint's exact bytes; `unknown` (with a warning) when the tracking
     store has none, e.g. models pulled with `dvc pull` into a workspace whose store never saw them trained."""
-    run_id = training_run_of(cfg.registry, checkpoint, file_md5(checkpoint))
+    run_id = training_run_of(checkpoint, file_md5(checkpoint))
     if run_id is None:
-        logger.warning("%s: no run of experiment %r is tagged as having trained it; its lineage tag says 'unknown'",
-                       checkpoint, cfg.registry.experiment)
+        logger.warning("%s: no run in the tracking store is tagged as having trained it; its lineage tag says 'unknown'",
+                       checkpoint)
     return run_id or "unknown"
 
 
@@ -278,7 +278,7 @@ def _register_models(cfg: Config, paths: Paths, deoccluder: Deoccluder, segmente
     inpainter_uri = log_network(inpainter, INPAINTER_MODEL,
                                 tensor_signature({"image": image_shape, "mask": mask_shape}, {"image": image_shape}))
     deocclusion_uri = log_deocclusion_model(paths.segmenter, paths.finetuned_inpainter, example_image)
-    training_runs = {path: _training_run(cfg, path) for path in (paths.segmenter, paths.finetuned_inpainter)}
+    training_runs = {path: _training_run(path) for path in (paths.segmenter, paths.finetuned_inpainter)}
     versions = {
         SEGMENTER_MODEL: register(segmenter_uri, SEGMENTER_MODEL,
                                   {**version_tags, "arch": segmenter_settings.arch,
