@@ -53,7 +53,7 @@ def test_flow_registers_a_champion_that_beats_the_occluded_input(project):
     assert (segmenter_tags["threshold"], segmenter_tags["opening_kernel"], segmenter_tags["test_time_flip"]) == \
         ("0.5", "0", "true")   # how its logits become the pipeline's masks
     # Lineage by content: each version names the run whose checkpoint_md5 tag is the file's DVC hash.
-    runs = {run.info.run_name: run for run in client.search_runs([champion_experiment(client)])}
+    runs = {run.info.run_name: run for run in client.search_runs([deocclude_experiment_id(client)])}
     outs = {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
     assert segmenter_tags["training_run_id"] == runs["train_segmenter"].info.run_id
     assert runs["train_segmenter"].data.tags["checkpoint_md5.segmenter"] == outs["models/segmenter.pt"]
@@ -61,7 +61,7 @@ def test_flow_registers_a_champion_that_beats_the_occluded_input(project):
     assert runs["finetune"].data.tags["checkpoint_md5.inpainter_finetuned"] == outs["models/inpainter_finetuned.pt"]
 
 
-def champion_experiment(client):
+def deocclude_experiment_id(client):
     return client.get_experiment_by_name("deocclude").experiment_id
 
 
