@@ -113,8 +113,5 @@ def load_discriminator(path: Path) -> nn.Module:
 
 def file_md5(path: Path) -> str:
     """The file's MD5, as DVC records an output's hash in dvc.lock."""
-    digest = hashlib.md5()
     with Path(path).open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "md5").hexdigest()
