@@ -146,6 +146,7 @@ class NetworkTrainingConfig:
     resolution: int | None = None      # training resolution; None trains at data.resolution
     pretrained: bool = False
     hflip: bool = False                # flip a random half of each training batch left-right
+    batches_per_epoch: int | None = None   # train this many batches of each (shuffled) epoch; None: the whole split
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class FinetuneConfig:
     loss_weights: dict[str, float] | None = None   # None: the inpainter's
     trainer: TrainerConfig = TrainerConfig()
     hflip: bool = False
+    batches_per_epoch: int | None = None   # as in NetworkTrainingConfig
 
 
 @dataclass(frozen=True)
@@ -419,6 +421,9 @@ def _check(cfg: Config, source: Path) -> None:
                  f"{name}.optimizer.warmup must be in (0, 1), got {section.optimizer.warmup}")
         _require(section.epochs >= 1, source, f"{name}.epochs must be >= 1, got {section.epochs}")
         _require(section.batch_size >= 1, source, f"{name}.batch_size must be >= 1, got {section.batch_size}")
+        batches = section.batches_per_epoch
+        _require(batches is None or (isinstance(batches, int) and not isinstance(batches, bool) and batches >= 1), source,
+                 f"{name}.batches_per_epoch must be null or an integer >= 1, got {batches!r}")
         trainer = section.trainer
         _require(trainer.precision in PRECISIONS, source,
                  f"{name}.trainer.precision must be one of {list(PRECISIONS)}, got {trainer.precision!r}")

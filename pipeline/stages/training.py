@@ -235,7 +235,8 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
                                save_top_k=1, save_last=True, save_on_train_epoch_end=True,
                                auto_insert_metric_name=False, enable_version_counter=False)
         trainer = L.Trainer(
-            max_epochs=section.epochs, precision=precision, accelerator=hardware.accelerator,
+            max_epochs=section.epochs, limit_train_batches=section.batches_per_epoch or 1.0,
+            precision=precision, accelerator=hardware.accelerator,
             devices=hardware.devices, strategy=hardware.strategy, num_nodes=hardware.num_nodes,
             # "warn", not True: CUDA has no deterministic backward for bilinear upsampling (SOCLNET, IFACENET).
             deterministic="warn",

@@ -44,6 +44,23 @@ def test_nothing_visible_gives_the_mean_face_and_everything_visible_gives_the_im
     assert torch.allclose(prior.posterior_mean(unseen, torch.zeros(2, 1, 32, 32)), unseen, atol=1e-3)
 
 
+@pytest.mark.parametrize("size, block", [(32, 2), (30, 2), (31, None)])
+def test_the_hidden_gram_from_whole_blocks_equals_the_sum_over_every_hidden_column(size, block):
+    prior = EigenfacePrior(components=8, strength=0.3)
+    prior.fit(torch.rand(30, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    assert prior._block_side(size, size, 8) == block
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.rand(5, size, size, generator=generator) > 0.5
+    hidden[0] = False                                               # nothing hidden
+    hidden[1] = True                                                # every block whole
+    hidden[2, 4:20, 6:18] = True                                    # blocks whole and in part
+    basis = prior.basis
+    expected = torch.stack([basis[:, h] @ basis[:, h].T for h in hidden[:, None].expand(-1, 3, -1, -1).flatten(1)])
+    assert torch.allclose(prior._hidden_gram(basis, hidden), expected, atol=1e-5)
+    prior.to(torch.float64)                                         # a cast drops the blocks' Gram matrices
+    assert prior._block_grams is None
+
+
 def test_buffers_cast_to_bf16_still_fill_in_fp32():
     faces = faces_from_three_patterns(20, seed=1)
     prior = EigenfacePrior(components=8, strength=1e-4)

@@ -144,6 +144,19 @@ def test_fit_holds_the_splits_in_memory_as_trainer_cache_mb_says(dataset_root, t
     assert (data.train.pixels is not None) is held and (data.val.pixels is not None) is held
 
 
+@pytest.mark.parametrize("batches_per_epoch, steps", [(None, 2 * 6), (2, 2 * 2)])
+def test_fit_trains_batches_per_epoch_batches_of_each_epoch(dataset_root, tmp_path, batches_per_epoch, steps):
+    cfg = config_in(dataset_root, tmp_path, {"segmenter": {"epochs": 2, "batch_size": 7, "batches_per_epoch": batches_per_epoch}})
+    paths = Paths(cfg.root)
+    train = load_split(paths.dataset, "train")
+    assert -(-len(train) // 7) == 6                      # the tiny train split: 42 samples, 6 batches of 7
+    module = ScriptedScore([0.5, 0.6])
+    with tracked_run(cfg.registry, "fit-test", {}, {}) as run:
+        fit(module, "train_segmenter", cfg.segmenter, train, load_split(paths.dataset, "val"), 32, cfg.seed,
+            cfg.registry, run.info.run_id, paths.models)
+    assert module.trainer.global_step == steps
+
+
 class StopAfterFirstEpoch(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == 1:                     # epoch 1's last.ckpt is written by then
