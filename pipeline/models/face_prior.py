@@ -119,6 +119,10 @@ class EigenfacePrior(nn.Module):
             residual = smooth_fill((image - face + 1) / 2, occluder_mask) * 2 - 1
             return torch.where(occluder_mask > 0, (face + residual).clamp(0, 1), image)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        return {**state, "_block_grams": None}      # a pickled or copied model (mlflow.pytorch) carries no cache
+
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "EigenfacePrior":
         self._block_grams = None                   # a move or cast of the basis makes a new one
         return super()._apply(fn, *args, **kwargs)

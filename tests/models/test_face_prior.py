@@ -61,6 +61,25 @@ def test_the_hidden_gram_from_whole_blocks_equals_the_sum_over_every_hidden_colu
     assert prior._block_grams is None
 
 
+def test_a_pickled_prior_leaves_the_blocks_gram_matrices_behind_and_fills_alike():
+    import copy
+    import io
+
+    prior = EigenfacePrior(components=8, strength=0.3)
+    prior.fit(torch.rand(30, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[..., 8:24, 4:20] = 1
+    image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    expected = prior.fill(image, mask)
+    assert prior._block_grams is not None
+    buffer = io.BytesIO()
+    torch.save(prior, buffer)
+    buffer.seek(0)
+    for loaded in (torch.load(buffer, weights_only=False), copy.deepcopy(prior)):
+        assert loaded._block_grams is None
+        assert torch.equal(loaded.fill(image, mask), expected)
+
+
 def test_buffers_cast_to_bf16_still_fill_in_fp32():
     faces = faces_from_three_patterns(20, seed=1)
     prior = EigenfacePrior(components=8, strength=1e-4)
