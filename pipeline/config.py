@@ -185,6 +185,7 @@ class FinetuneConfig:
     trainer: TrainerConfig = TrainerConfig()
     hflip: bool = False
     batches_per_epoch: int | None = None   # as in NetworkTrainingConfig
+    keep_if_no_gain: bool = True   # validate the trained inpainter first; keep it when no epoch beats it
 
 
 @dataclass(frozen=True)
@@ -471,7 +472,8 @@ def _check(cfg: Config, source: Path) -> None:
     _require(cfg.validation.max_failing_examples >= 1, source,
              f"validation.max_failing_examples must be >= 1, got {cfg.validation.max_failing_examples}")
     for section, switch in (("segmenter", "pretrained"), ("segmenter", "hflip"), ("segmenter", "test_time_flip"),
-                            ("inpainter", "pretrained"), ("inpainter", "hflip"), ("finetune", "hflip")):
+                            ("inpainter", "pretrained"), ("inpainter", "hflip"), ("finetune", "hflip"),
+                            ("finetune", "keep_if_no_gain")):
         value = getattr(getattr(cfg, section), switch)
         _require(isinstance(value, bool), source, f"{section}.{switch} must be true or false, got {value!r}")
     kernel = cfg.segmenter.opening_kernel

@@ -147,6 +147,7 @@ def test_isnet_profile_uses_paper_004_settings(tmp_path):
     ({"segmenter": {"opening_kernel": 6}}, "segmenter.opening_kernel must be 0 or an odd number > 1, got 6"),
     ({"segmenter": {"test_time_flip": "false"}}, "segmenter.test_time_flip must be true or false, got 'false'"),
     ({"finetune": {"hflip": 1}}, "finetune.hflip must be true or false, got 1"),
+    ({"finetune": {"keep_if_no_gain": "yes"}}, "finetune.keep_if_no_gain must be true or false, got 'yes'"),
     ({"finetune": {"batches_per_epoch": 0}}, "finetune.batches_per_epoch must be null or an integer >= 1, got 0"),
     ({"segmenter": {"batches_per_epoch": 2.5}}, "segmenter.batches_per_epoch must be null or an integer >= 1, got 2.5"),
     ({"inpainter": {"loss_weights": {"l1": 1.0, "lpips": 2.0}}}, "inpainter.loss_weights: unknown term(s) ['lpips']"),

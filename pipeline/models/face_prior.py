@@ -94,7 +94,8 @@ class EigenfacePrior(nn.Module):
                 self._block_grams = (tiles @ tiles.transpose(1, 2)).flatten(1)   # (blocks, K * K)
             whole = hidden.view(count, height // block, block, width // block, block).all(4).all(2)
             gram += (whole.flatten(1).to(basis.dtype) @ self._block_grams).view(count, components, components)
-            partial = hidden & ~whole.repeat_interleave(block, 1).repeat_interleave(block, 2)
+            cells = whole.shape[1:]
+            partial = hidden & ~whole[:, :, None, :, None].expand(count, cells[0], block, cells[1], block).reshape_as(hidden)
         for index, pixels in enumerate(partial.flatten(1)):
             chosen = columns[:, :, pixels].reshape(components, -1)
             gram[index] += chosen @ chosen.T

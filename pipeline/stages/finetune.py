@@ -46,7 +46,8 @@ def run(cfg: Config) -> Path:
                                      discriminator_lr_scale=cfg.inpainter.discriminator.lr_scale if cfg.inpainter.discriminator else 1.0,
                                      hflip=section.hflip)
         history = fit(module, "finetune", section, train, val, resolution, cfg.seed, cfg.registry, mlflow_run.info.run_id,
-                      paths.models, determined_by={"inpainter": cfg.inpainter}, inputs=[paths.segmenter, paths.inpainter])
+                      paths.models, determined_by={"inpainter": cfg.inpainter}, inputs=[paths.segmenter, paths.inpainter],
+                      keep_start_unless_beaten=section.keep_if_no_gain)
         inpainter.eval()
         # The fine-tuned inpainter ships without its discriminator: nothing downstream trains it.
         settings = replace(inpainter_settings, discriminator_arch=None,

@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import shutil
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -143,12 +144,27 @@ class TrainingHistory:
 
     rows: list[dict[str, float]]
     monitor: str                  # the metric the best epoch was chosen on, e.g. val_iou
-    best_epoch: int
+    best_epoch: int               # START_EPOCH: no epoch beat the starting weights, which were kept
     resume_dir: Path              # Lightning's checkpoints, removed once the stage's outputs are written
+    start: dict[str, float] | None = None   # the starting weights' validation metrics, when measured
 
     @property
     def best(self) -> dict[str, float]:
+        if self.best_epoch == START_EPOCH and self.start is not None:
+            return self.start
         return next(row for row in self.rows if int(row["epoch"]) == self.best_epoch)
+
+
+START_EPOCH = -1
+
+
+def improves(candidate: float, reference: float, mode: str) -> bool:
+    """Whether `candidate` is strictly better than `reference` (NaN never is; anything beats NaN)."""
+    if math.isnan(candidate):
+        return False
+    if math.isnan(reference):
+        return True
+    return candidate > reference if mode == "max" else candidate < reference
 
 
 LOADER_SETTINGS = ("num_workers", "pin_memory", "cache_mb")   # how samples arrive, not which: no effect on training
@@ -199,14 +215,16 @@ def network_description(module: L.LightningModule, stage: str, batch_size: int, 
 def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | FinetuneConfig, train: SplitFiles,
         val: SplitFiles, resolution: int, seed: int, registry: RegistryConfig, run_id: str, models_dir: Path,
         determined_by: dict[str, Any] | None = None, inputs: Sequence[Path] = (),
-        callbacks: Sequence[L.Callback] = ()) -> TrainingHistory:
+        callbacks: Sequence[L.Callback] = (), keep_start_unless_beaten: bool = False) -> TrainingHistory:
     """Train `module` for `section.epochs` at `resolution` on `section.trainer`'s hardware, logging each
     epoch to the MLflow run, and load the best epoch's weights (by `module.monitor`) back into it.
 
     Lightning's checkpoints (the best epoch and the last) go to `models_dir/.resume/<stage>-<fingerprint>/`,
     outside the stage's outputs; a run that finds a `last.ckpt` there resumes from it. They are
     removed by `log_training_outputs`, once the stage's outputs are written. `callbacks` join the
-    stage's own (a trial's pruning callback)."""
+    stage's own (a trial's pruning callback). With `keep_start_unless_beaten` the starting weights are
+    validated before the first step (on every start, so a resumed run compares with them too) and
+    kept when no epoch beats them: fine-tuning never hands on a model worse on validation than it got."""
     fingerprint = training_fingerprint(stage, section, resolution, seed, train.root, determined_by or {}, inputs)
     resume_dir = models_dir / RESUME_DIRECTORY / f"{stage}-{fingerprint}"
     last = resume_dir / "last.ckpt"
@@ -244,6 +262,11 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
             plugins=[AtomicCheckpointIO()], default_root_dir=resume_dir,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
         )
+        start = None
+        if keep_start_unless_beaten:
+            start_state = copy.deepcopy(module.state_dict())
+            scores = trainer.validate(module, datamodule=data, verbose=False)[0]
+            start = {"epoch": float(START_EPOCH), **{name.replace("/", "_"): float(value) for name, value in sorted(scores.items())}}
         if last.is_file():
             logger.info("%s: resuming from %s", stage, last)
         trainer.fit(module, datamodule=data, ckpt_path=last if last.is_file() else None)
@@ -254,7 +277,12 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
     # No best when the metric was never finite (NaN from the first epoch): keep the last epoch then.
     checkpoint = torch.load(best.best_model_path or last, map_location="cpu", weights_only=False)
     module.load_state_dict(checkpoint["state_dict"])
-    result = TrainingHistory(history.rows, module.monitor.replace("/", "_"), int(checkpoint["epoch"]), resume_dir)
+    result = TrainingHistory(history.rows, module.monitor.replace("/", "_"), int(checkpoint["epoch"]), resume_dir, start)
+    if start is not None and not improves(result.best[result.monitor], start[result.monitor], module.monitor_mode):
+        logger.info("%s: no epoch beat the starting weights (%s %.4g against the best epoch's %.4g): keeping them",
+                    stage, result.monitor, start[result.monitor], result.best[result.monitor])
+        module.load_state_dict(start_state)
+        return TrainingHistory(history.rows, result.monitor, START_EPOCH, resume_dir, start)
     logger.info("%s: keeping epoch %d/%d (%s %.4g)", stage, result.best_epoch + 1, section.epochs, result.monitor,
                 result.best[result.monitor])
     return result
@@ -273,6 +301,8 @@ def log_training_outputs(checkpoints: list[Path], history: TrainingHistory, hist
         log_artifact(path)
     final = {name: value for name, value in history.best.items() if name.startswith("val_")}
     final["best_epoch"] = float(history.best_epoch)
+    if history.start is not None:
+        final[f"start_{history.monitor}"] = history.start[history.monitor]
     log_metrics({f"final_{name}": value for name, value in final.items()})
     shutil.rmtree(history.resume_dir, ignore_errors=True)
     with suppress(OSError):

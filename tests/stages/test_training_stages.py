@@ -132,6 +132,40 @@ def test_fit_keeps_the_best_epoch_logs_one_line_per_epoch_and_honours_the_traine
     assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
 
 
+class ScriptedStart(ScriptedScore):
+    """ScriptedScore whose starting weights, validated before the first step, score `start`."""
+
+    def __init__(self, start: float, scores: list[float]) -> None:
+        super().__init__(scores)
+        self.start = start
+
+    def validation_step(self, batch, batch_idx) -> None:
+        score = self.start if self.trainer.state.fn == "validate" else self.scores[self.current_epoch]
+        self.log("val/score", score)
+        self.log("val/loss", 1.0 - score)
+
+
+@pytest.mark.parametrize("start, kept_epoch", [(0.95, -1), (0.9, -1), (0.5, 1)])
+def test_fit_keeps_the_starting_weights_when_no_epoch_beats_them(dataset_root, tmp_path, start, kept_epoch):
+    cfg = config_in(dataset_root, tmp_path, {"segmenter": {"epochs": 2}})
+    paths = Paths(cfg.root)
+    module = ScriptedStart(start, [0.2, 0.9])
+    with tracked_run(cfg.registry, "fit-test", {}, {}) as run:
+        history = fit(module, "finetune", cfg.segmenter, load_split(paths.dataset, "train"), load_split(paths.dataset, "val"),
+                      32, cfg.seed, cfg.registry, run.info.run_id, paths.models, keep_start_unless_beaten=True)
+        final = log_training_outputs([], history, paths.training_reports / "history.csv", [torch.rand(2, 3, 8, 8)],
+                                     paths.training_reports / "grid.png")
+    assert history.best_epoch == kept_epoch
+    if kept_epoch < 0:
+        assert int(module.epochs_trained) == 0 and float(module.weight.detach()) == 0.0      # the starting weights, restored
+    else:
+        assert int(module.epochs_trained) == 2 and float(module.weight.detach()) != 0.0
+    best = max(start, 0.9) if kept_epoch < 0 else 0.9
+    assert final == pytest.approx({"val_score": best, "val_loss": 1 - best, "best_epoch": float(kept_epoch),
+                                   "start_val_score": start})
+    assert len((paths.training_reports / "history.csv").read_text().splitlines()) == 3   # the epochs' rows only
+
+
 @pytest.mark.parametrize("cache_mb, held", [(0, False), (1, True)])
 def test_fit_holds_the_splits_in_memory_as_trainer_cache_mb_says(dataset_root, tmp_path, cache_mb, held):
     cfg = config_in(dataset_root, tmp_path, {"segmenter": {"epochs": 1, "trainer": {"cache_mb": cache_mb}}})
