@@ -133,14 +133,14 @@ def test_fit_keeps_the_best_epoch_logs_one_line_per_epoch_and_honours_the_traine
 
 
 class ScriptedStart(ScriptedScore):
-    """ScriptedScore whose starting weights, validated before the first step, score `start`."""
+    """ScriptedScore whose starting weights (its weight still 0) score `start`."""
 
     def __init__(self, start: float, scores: list[float]) -> None:
         super().__init__(scores)
         self.start = start
 
     def validation_step(self, batch, batch_idx) -> None:
-        score = self.start if self.trainer.state.fn == "validate" else self.scores[self.current_epoch]
+        score = self.start if float(self.weight.detach()) == 0.0 else self.scores[self.current_epoch]
         self.log("val/score", score)
         self.log("val/loss", 1.0 - score)
 
