@@ -265,7 +265,13 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
         start = None
         if keep_start_unless_beaten:
             start_state = copy.deepcopy(module.state_dict())
-            scores = trainer.validate(module, datamodule=data, verbose=False)[0]
+            # A trainer of its own: no logger, checkpoints or the stage's callbacks (a pruner, the history)
+            # see this validation; the MLflow run gets the start's score once, as start_<monitor>.
+            scorer = L.Trainer(precision=precision, accelerator=hardware.accelerator, devices=hardware.devices,
+                               strategy=hardware.strategy, num_nodes=hardware.num_nodes, deterministic="warn",
+                               logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                               enable_model_summary=False)
+            scores = scorer.validate(module, datamodule=data, verbose=False)[0]
             start = {"epoch": float(START_EPOCH), **{name.replace("/", "_"): float(value) for name, value in sorted(scores.items())}}
         if last.is_file():
             logger.info("%s: resuming from %s", stage, last)

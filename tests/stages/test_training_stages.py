@@ -164,6 +164,9 @@ def test_fit_keeps_the_starting_weights_when_no_epoch_beats_them(dataset_root, t
     assert final == pytest.approx({"val_score": best, "val_loss": 1 - best, "best_epoch": float(kept_epoch),
                                    "start_val_score": start})
     assert len((paths.training_reports / "history.csv").read_text().splitlines()) == 3   # the epochs' rows only
+    # The start's validation runs on a trainer of its own: the run's history holds the two epochs only.
+    from mlflow.tracking import MlflowClient
+    assert len(MlflowClient(cfg.registry.tracking_uri).get_metric_history(run.info.run_id, "val/score")) == 2
 
 
 @pytest.mark.parametrize("cache_mb, held", [(0, False), (1, True)])
