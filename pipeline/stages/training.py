@@ -252,12 +252,11 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
         best = ModelCheckpoint(dirpath=resume_dir, filename="best", monitor=module.monitor, mode=module.monitor_mode,
                                save_top_k=1, save_last=True, save_on_train_epoch_end=True,
                                auto_insert_metric_name=False, enable_version_counter=False)
+        # "warn", not True: CUDA has no deterministic backward for bilinear upsampling (SOCLNET, IFACENET).
+        placement = dict(precision=precision, accelerator=hardware.accelerator, devices=hardware.devices,
+                         strategy=hardware.strategy, num_nodes=hardware.num_nodes, deterministic="warn")
         trainer = L.Trainer(
-            max_epochs=section.epochs, limit_train_batches=section.batches_per_epoch or 1.0,
-            precision=precision, accelerator=hardware.accelerator,
-            devices=hardware.devices, strategy=hardware.strategy, num_nodes=hardware.num_nodes,
-            # "warn", not True: CUDA has no deterministic backward for bilinear upsampling (SOCLNET, IFACENET).
-            deterministic="warn",
+            max_epochs=section.epochs, limit_train_batches=section.batches_per_epoch or 1.0, **placement,
             logger=lightning_logger(registry, run_id), callbacks=[history, EpochProgress(stage, module.monitor), best, *callbacks],
             plugins=[AtomicCheckpointIO()], default_root_dir=resume_dir,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
@@ -267,9 +266,7 @@ def fit(module: L.LightningModule, stage: str, section: NetworkTrainingConfig | 
             start_state = copy.deepcopy(module.state_dict())
             # A trainer of its own: no logger, checkpoints or the stage's callbacks (a pruner, the history)
             # see this validation; the MLflow run gets the start's score once, as start_<monitor>.
-            scorer = L.Trainer(precision=precision, accelerator=hardware.accelerator, devices=hardware.devices,
-                               strategy=hardware.strategy, num_nodes=hardware.num_nodes, deterministic="warn",
-                               logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            scorer = L.Trainer(**placement, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                enable_model_summary=False)
             scores = scorer.validate(module, datamodule=data, verbose=False)[0]
             start = {"epoch": float(START_EPOCH), **{name.replace("/", "_"): float(value) for name, value in sorted(scores.items())}}
