@@ -4,8 +4,10 @@ It measures whether what the models learn on synthetic faces carries over to pho
 image is a crop around a real face (scikit-image's astronaut and cameraman, matplotlib's Grace
 Hopper) with one object pasted over it: a silhouette from the generator's occluder shapes, filled
 with a crop of a photograph (scikit-image's coffee and chelsea), a skin tone for a hand, or one
-shaded colour for a painted or plastic object (a red card, a blue cup). The
-object is pasted with a hard edge, so its mask is exact: the occluded image differs from the
+shaded colour for a painted or plastic object (a red card, a blue cup), or a flat card held over the
+mouth or an eye in one of six colours, among them a face's own (lip red, skin-like yellow, white):
+the kind of object `benchmarks/real_photo.py` showed a segmenter that looks at colour, not at the
+object, to miss. The object is pasted with a hard edge, so its mask is exact: the occluded image differs from the
 photograph only where the mask is set. None of these photographs is a training texture
 (`pipeline.data.synthetic.TEXTURE_FILES` holds them out).
 
@@ -63,10 +65,13 @@ FACE_PHOTOS: tuple[FacePhoto, ...] = (
 )
 OBJECT_PHOTOS: tuple[tuple[str, str], ...] = (("skimage", "data/coffee.png"), ("skimage", "data/chelsea.png"))
 # One object per image, cycling: masks, hands, cups and phones, glasses, boxes and patches, each as
-# (occluder kind, fill): a photograph crop, a skin tone, or one plain colour.
+# (occluder kind, fill): a photograph crop, a skin tone, or one plain colour; then a card over the
+# mouth and one over an eye (fill `card`: a rectangle sized by the face, not by a target ratio).
 OBJECTS = (("face_mask", "photo"), ("hand", "skin"), ("cup", "photo"), ("sunglasses", "photo"), ("box", "photo"),
-           ("hand", "skin"), ("cup", "plain"), ("box", "plain"))
+           ("hand", "skin"), ("cup", "plain"), ("box", "plain"), ("mouth", "card"), ("eye", "card"))
 TARGET_RATIOS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+CARD_COLOURS = {"red": (200, 30, 30), "yellow": (230, 200, 40), "white": (235, 235, 235), "blue": (30, 70, 180),
+                "green": (40, 170, 60), "dark": (40, 40, 40)}
 
 
 @lru_cache(maxsize=4)
@@ -97,12 +102,31 @@ def _face_crop(face: FacePhoto, rng: np.random.Generator, resolution: int) -> tu
     return np.asarray(crop, dtype=np.uint8), layout
 
 
+def _card(layout: FaceLayout, place: str, resolution: int) -> np.ndarray:
+    """A rectangle over the mouth or the right eye, as wide as half the face and half as high as the
+    face is half high (a card or a phone held up to the face)."""
+    centre_x, centre_y = (layout.cx, layout.mouth_y) if place == "mouth" else (layout.cx + layout.eye_dx, layout.eye_y)
+    half_w, half_h = layout.half_width * 0.5, layout.half_height * 0.25
+    mask = np.zeros((resolution, resolution), bool)
+    top, left = max(round(centre_y - half_h), 0), max(round(centre_x - half_w), 0)
+    mask[top:max(round(centre_y + half_h), top + 1), left:max(round(centre_x + half_w), left + 1)] = True
+    return mask
+
+
 def photograph_sample(face: FacePhoto, number: int, resolution: int, seed: int) -> SyntheticSample:
     """Photograph `face` with object `number` pasted on; label map: occluder or background (the
-    face's own outline is not annotated)."""
+    face's own outline is not annotated). The occluder type reads `face/fill/variant`."""
     rng = np.random.default_rng([seed, number, sum(map(ord, face.name))])
     clean, layout = _face_crop(face, rng, resolution)
     kind, fill = OBJECTS[number % len(OBJECTS)]
+    if fill == "card":
+        cards = [n for n, (_, f) in enumerate(OBJECTS) if f == "card"]
+        turn = FACE_PHOTOS.index(face) * len(cards) + cards.index(number % len(OBJECTS)) + number // len(OBJECTS)
+        colour_name = list(CARD_COLOURS)[turn % len(CARD_COLOURS)]
+        mask = _card(layout, kind, resolution)
+        shade = np.linspace(0.95, 1.05, resolution, dtype=np.float32)[None, :, None]
+        texture = np.array(CARD_COLOURS[colour_name], np.float32)[None, None, :] * shade * np.ones((resolution, 1, 1))
+        return _pasted(clean, mask, texture, f"{face.name}/card/{kind}-{colour_name}")
     target = TARGET_RATIOS[number % len(TARGET_RATIOS)]
     fitted = _fit_mask(kind, rng, layout, resolution, target, (0.02, 0.6))
     if fitted is None:
@@ -114,12 +138,16 @@ def photograph_sample(face: FacePhoto, number: int, resolution: int, seed: int) 
         texture = colour[None, None, :] * shade * np.ones((resolution, 1, 1))
     else:
         texture = photo_crop(rng, resolution, _object_textures(), zoom=(0.3, 0.9))
+    return _pasted(clean, mask, texture, f"{face.name}/{fill}/{variant}")
+
+
+def _pasted(clean: np.ndarray, mask: np.ndarray, texture: np.ndarray, occluder_type: str) -> SyntheticSample:
     occluded = np.where(mask[..., None], texture.clip(0, 255).astype(np.uint8), clean)
     return SyntheticSample(occluded_image=occluded, clean_image=clean, occluder_mask=(mask * 255).astype(np.uint8),
                            label_map=np.where(mask, OCCLUDER, BACKGROUND).astype(np.uint8),
-                           occluder_type=f"{face.name}/{variant}")
+                           occluder_type=occluder_type)
 
 
-def build_photograph_set(resolution: int, seed: int = 0, per_face: int = 8) -> list[SyntheticSample]:
+def build_photograph_set(resolution: int, seed: int = 0, per_face: int = len(OBJECTS)) -> list[SyntheticSample]:
     """per_face objects on each face photograph: len(FACE_PHOTOS) * per_face samples."""
     return [photograph_sample(face, number, resolution, seed) for face in FACE_PHOTOS for number in range(per_face)]

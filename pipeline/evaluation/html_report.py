@@ -384,8 +384,12 @@ def render_report(inputs: ReportInputs, *, title: str = "De-occlusion evaluation
     sections.append(("End to end by occluder type", _grouped(metrics, "by_occluder", "occluder")))
     if "photographs" in metrics:
         photographs = metrics["photographs"]
+        columns = ["samples", "iou", "end_to_end.psnr_masked", "telea.psnr_masked", "occluded_input.psnr_masked"]
+        by_object = table(["object", *columns], [[fill, *[row.get(c) for c in columns]]
+                                                 for fill, row in (photographs.get("by_object") or {}).items()])
         sections.append(("Photograph set", f"<p>{_cell(photographs.get('samples'))} real photographs with a pasted "
-                                           "object.</p>" + _methods_table(photographs, methods)))
+                                           "object.</p>" + _methods_table(photographs, methods)
+                         + "<p>By object (IoU of the predicted mask; PSNR inside the object):</p>" + by_object))
     sections.append(("Latency and throughput of the deocclusion model", _latency(metrics)))
     sections.append(("Checks", _checks(metrics)))
     sections += [(figure.title, _figure(figure)) for figure in figures.values()]

@@ -150,7 +150,10 @@ def decide(floors: tuple[FloorCheck, ...], comparison: PairedComparison | None, 
         reason = "floor broken: " + "; ".join(check.describe() for check in broken)
         return GateDecision(CHALLENGER, reason, floors, comparison, champion_version, min_improvement)
     if champion_version is None:
-        return GateDecision(CHAMPION, "no champion yet; every floor met", floors, None, None, min_improvement)
+        baselines = sorted({check.baseline for check in floors})
+        reason = (f"no champion yet; beats {' and '.join(baselines) or 'no baseline'} on all {len(floors)} promotion "
+                  f"floor checks (params.yaml promotion:, not evaluate's quality floors)")
+        return GateDecision(CHAMPION, reason, floors, None, None, min_improvement)
     if comparison is None:
         raise ValueError(f"a champion (version {champion_version}) exists but no paired comparison was made")
     if comparison.lower > min_improvement:

@@ -368,6 +368,20 @@ def _by_occluder(per_image: dict[str, dict[str, torch.Tensor]], occluder_type: l
     return grouped
 
 
+def _photographs_by_object(scored: dict[str, Any], occluder_type: list[str]) -> dict[str, Any]:
+    """The photograph set per object fill (`face/fill/variant`: photo, skin, plain, card): the mask's
+    IoU and the PSNR inside the object of ours, Telea on our mask and the input."""
+    fills = np.array([kind.split("/")[1] for kind in occluder_type])
+    iou = scored["segmentation"]["configured"]["iou"]
+    grouped: dict[str, Any] = {}
+    for fill in sorted(set(fills.tolist())):
+        inside = torch.from_numpy(fills == fill)
+        grouped[fill] = {"samples": int(inside.sum()), "iou": _mean(iou[inside]),
+                         **{f"{method}.psnr_masked": _mean(scored["per_image"][method]["psnr_masked"][inside])
+                            for method in ("end_to_end", "telea", "occluded_input")}}
+    return grouped
+
+
 def per_image_rows(per_image: dict[str, dict[str, torch.Tensor]], split: SplitFiles | SplitTensors,
                    edges: tuple[float, ...]) -> list[dict[str, Any]]:
     """One row per (image, method): the image's id, mask ratio, bin, occluder type and every metric."""
@@ -466,6 +480,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     photo_scored = _score(models, photos, batch_size, radius, _spread(photos.mask_ratio, settings.grid_samples))
     photo_scored["confusion"] = None
     metrics["photographs"] = _summary(photo_scored, len(photos))
+    metrics["photographs"]["by_object"] = _photographs_by_object(photo_scored, photos.occluder_type)
     metrics["checks"] = quality_checks(metrics, bins)
 
     shown_images = scored["grid"][0] if scored["grid"] else test.select(0, 1).occluded_image
@@ -574,6 +589,9 @@ def render_report(cfg: Config, result: dict[str, Any], grid_name: str) -> str:
     photo_methods = {m: METHODS[m] for m in ("end_to_end", "gt_mask", "telea", "telea_gt_mask", "occluded_input")}
     photo_seg = markdown_table(["IoU", "Dice", "pixel accuracy"],
                                [[photographs["segmentation"][k] for k in ("iou", "dice", "pixel_accuracy")]])
+    object_columns = ["samples", "iou", "end_to_end.psnr_masked", "telea.psnr_masked", "occluded_input.psnr_masked"]
+    photo_objects = markdown_table(["object", *object_columns], [[fill, *[row[c] for c in object_columns]]
+                                                                for fill, row in photographs["by_object"].items()])
     checks = "\n".join(f"- [{'x' if ok else ' '}] {name}" for name, ok in metrics["checks"].items())
     architectures = result["architectures"]
     bin_text = "\n\n".join(bin_sections)
@@ -611,6 +629,11 @@ texture. Masked metrics inside the pasted object.
 {photo_seg}
 
 {_method_table(photographs, photo_methods)}
+
+By object: a photograph crop, a skin-coloured hand, one plain colour, a flat card over the mouth or
+an eye (IoU of our mask with the object; PSNR inside it of ours, Telea on our mask, the input).
+
+{photo_objects}
 
 ## Checks (issue 9)
 

@@ -1,13 +1,13 @@
 import numpy as np
 
-from pipeline.data.photographs import FACE_PHOTOS, OBJECTS, build_photograph_set
+from pipeline.data.photographs import CARD_COLOURS, FACE_PHOTOS, OBJECTS, build_photograph_set
 from pipeline.data.synthetic import OCCLUDER
 
 
 def test_photograph_set_is_deterministic_and_small():
     first, second = build_photograph_set(48, seed=1), build_photograph_set(48, seed=1)
     assert 10 <= len(first) <= 60
-    assert len(first) == len(FACE_PHOTOS) * 8
+    assert len(first) == len(FACE_PHOTOS) * len(OBJECTS)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a.occluded_image, b.occluded_image)
         np.testing.assert_array_equal(a.occluder_mask, b.occluder_mask)
@@ -37,9 +37,35 @@ def roughness(image: np.ndarray, mask: np.ndarray) -> float:
 
 def test_some_pasted_objects_are_one_plain_colour():
     samples = build_photograph_set(64, seed=0)
-    fills = [OBJECTS[index % len(OBJECTS)][1] for index in range(len(samples))]
+    fills = [sample.occluder_type.split("/")[1] for sample in samples]
+    assert fills == [OBJECTS[index % len(OBJECTS)][1] for index in range(len(samples))]
     values = {fill: [roughness(sample.occluded_image, sample.occluder_mask > 0)
                      for sample, kind in zip(samples, fills) if kind == fill] for fill in set(fills)}
     assert len(values["plain"]) == 2 * len(FACE_PHOTOS)
     assert max(values["plain"]) < 1.0                   # one colour, only shaded (and rounded)
     assert min(values["photo"]) > 2 * max(values["plain"])   # photograph crops have texture
+
+
+def test_flat_cards_cover_the_mouth_or_an_eye_in_every_colour():
+    samples = [s for s in build_photograph_set(64, seed=0) if s.occluder_type.split("/")[1] == "card"]
+    assert len(samples) == 2 * len(FACE_PHOTOS)
+    colours = set()
+    for sample in samples:
+        face, _, variant = sample.occluder_type.split("/")
+        place, colour = variant.split("-")
+        colours.add(colour)
+        mask = sample.occluder_mask > 0
+        rows, columns = np.nonzero(mask)
+        # One axis-aligned rectangle, filled whole, in one colour (shaded by at most 5 % across).
+        assert mask[rows.min():rows.max() + 1, columns.min():columns.max() + 1].all(), sample.occluder_type
+        pixels = sample.occluded_image[mask].astype(float)
+        assert np.abs(pixels - np.array(CARD_COLOURS[colour])).max() <= 0.06 * 255, sample.occluder_type
+        # Wider than high, over the face: the mouth's card below the eye's.
+        assert columns.max() - columns.min() > rows.max() - rows.min()
+        assert 16 <= columns.mean() <= 48 and place in ("mouth", "eye")
+    assert colours == set(CARD_COLOURS)
+    by_face = {}
+    for sample in samples:
+        face, _, variant = sample.occluder_type.split("/")
+        by_face.setdefault(face, {})[variant.split("-")[0]] = np.nonzero(sample.occluder_mask)[0].mean()
+    assert all(places["mouth"] > places["eye"] for places in by_face.values())

@@ -79,10 +79,15 @@ def test_every_bin_every_baseline_and_the_photograph_set(evaluated):
     assert {"iou", "dice", "pixel_accuracy"} <= set(photographs["segmentation"])
     for method in ("end_to_end", "telea", "telea_gt_mask", "navier_stokes", "gt_mask", "occluded_input"):
         assert {"psnr_masked", "l1_masked", "ssim_masked"} <= set(photographs[method])
+    by_object = photographs["by_object"]
+    assert set(by_object) == {"photo", "skin", "plain", "card"}
+    assert sum(row["samples"] for row in by_object.values()) == photographs["samples"]
+    assert all(0 <= row["iou"] <= 1 and "end_to_end.psnr_masked" in row for row in by_object.values())
     assert len(metrics["checks"]) >= 8 and all(isinstance(ok, bool) for ok in metrics["checks"].values())
 
     report = (directory / "report.md").read_text()
     assert "## Photograph set" in report and "OpenCV Telea: ground-truth mask" in report
+    assert "| card |" in report
     assert all(name in report for name in PAPER_BINS)
 
 
