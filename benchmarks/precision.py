@@ -1,5 +1,5 @@
 """What `trainer.precision: auto` chooses here, and why: training throughput of the quick profile's
-two networks in fp32, fp32 channels_last and bf16 autocast on this machine's CPU.
+two networks in fp32 and bf16 autocast, each contiguous and channels_last, on this machine's CPU.
 
     .venv/bin/python benchmarks/precision.py [--params params.yaml] [--steps 4] [--out benchmarks/results/precision.json]
 
@@ -26,7 +26,8 @@ from pipeline.models.registry import create_model
 from pipeline.stages.training import network_step
 from pipeline.training.precision import BF16_CPU_FLAGS, cpu_flags, resolve_precision
 
-VARIANTS = {"fp32": (False, False), "fp32 channels_last": (False, True), "bf16 autocast": (True, False)}
+VARIANTS = {"fp32": (False, False), "fp32 channels_last": (False, True), "bf16 autocast": (True, False),
+            "bf16 autocast channels_last": (True, True)}
 
 
 def build(arch: str, kwargs: dict, task: str, resolution: int) -> torch.nn.Module:
