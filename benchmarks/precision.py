@@ -4,15 +4,19 @@ two networks in fp32 and bf16 autocast, each contiguous and channels_last, on th
     .venv/bin/python benchmarks/precision.py [--params params.yaml] [--steps 4] [--out benchmarks/results/precision.json]
 
 Each figure is images per second over --steps timed optimizer steps (Adam, a pixel loss) after one
-warm-up step, at the params' data.resolution and each section's batch size.
+warm-up step, at the params' data.resolution and each section's batch size, each variant in a process
+of its own (`crashed` where it killed it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
@@ -65,6 +69,17 @@ def images_per_second(arch: str, kwargs: dict, task: str, resolution: int, batch
     return batch * steps / (time.perf_counter() - start)
 
 
+def measured(*args) -> float | str:
+    """images_per_second in a child process: a variant that kills its process (mmrm-unet's fp32
+    channels_last step aborted with `free(): invalid next size` / `double free` on two of these
+    CPUs) is reported as `crashed` instead of ending the benchmark."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return round(pool.submit(images_per_second, *args).result(), 1)
+        except BrokenProcessPool:
+            return "crashed"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
@@ -81,9 +96,9 @@ def main() -> None:
                "auto": resolve_precision("auto", "cpu", network_step(SimpleNamespace(net=build(
                    section.arch, section.arch_kwargs, task, resolution)), section.batch_size, resolution))}
         for name, (bf16, channels_last) in VARIANTS.items():
-            row[name] = round(images_per_second(section.arch, section.arch_kwargs, task, resolution, section.batch_size,
-                                                bf16, channels_last, args.steps), 1)
-            print(task, name, row[name], "img/s", flush=True)
+            row[name] = measured(section.arch, section.arch_kwargs, task, resolution, section.batch_size,
+                                 bf16, channels_last, args.steps)
+            print(task, name, row[name], "" if row[name] == "crashed" else "img/s", flush=True)
         result["rows"].append(row)
     print(json.dumps(result, indent=2))
     if args.out:
