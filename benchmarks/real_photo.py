@@ -2,8 +2,8 @@
 
 For each face photograph of the photograph set (`pipeline.data.photographs.FACE_PHOTOS`): a crop
 of SIZE px around the face (face about 45 % of the width, whatever the model's resolution), one
-flat-coloured rectangle pasted over the mouth (a card or a phone held up: the kind of object the
-photograph set's plain objects stand for). Runs `deocclude predict --mask-out` on the directory
+flat-coloured rectangle pasted over the mouth (a card or a phone held up: the photograph set's
+`card_mask`, centred on the features as the set places them). Runs `deocclude predict --mask-out` on the directory
 with the model at --model and prints, per image, the predicted mask's IoU with the rectangle and
 PSNR over the whole image and inside the rectangle for ours, OpenCV Telea given our mask, and the
 untouched input. Writes the inputs, outputs and a grid (input, our mask, output, clean) to OUT.
@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from pipeline.data.dataset import image_to_tensor
-from pipeline.data.photographs import FACE_PHOTOS, _photo
+from pipeline.data.photographs import FACE_PHOTOS, _photo, card_mask, face_crop_at
 from pipeline.evaluation.metrics import inpainting_metrics, iou
 from pipeline.evaluation.telea import telea_inpaint
 
@@ -39,24 +39,15 @@ SWEEP_COLOURS = {"red": (200, 30, 30), "blue": (30, 70, 180), "dark": (40, 40, 4
 
 def occluded_photograph(index: int, size: int, colour: tuple[int, int, int] | None = None,
                         place: str = "mouth") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(clean, occluded, mask) for face photograph `index` with a rectangle over its mouth (or its
-    right eye: `place="eye"`), in `colour` (default: one of RECTANGLE_COLOURS by index)."""
+    """(clean, occluded, mask) for face photograph `index` with the photograph set's card over its
+    mouth (or its right eye: `place="eye"`), in `colour` (default: one of RECTANGLE_COLOURS by index)."""
     face = FACE_PHOTOS[index]
     photo = _photo(face.package, face.relative)
     side = min(face.half_width * 2 / 0.45, *photo.shape[:2])
     left = float(np.clip(face.cx - side / 2, 0, photo.shape[1] - side))
     top = float(np.clip(face.cy - side / 2, 0, photo.shape[0] - side))
-    clean = np.asarray(Image.fromarray(photo).resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side)))
-    scale = size / side
-    if place == "mouth":
-        centre_x, centre_y = (face.cx - left) * scale, (face.mouth_y - top) * scale
-    elif place == "eye":
-        centre_x, centre_y = (face.cx + face.eye_dx - left) * scale, (face.eye_y - top) * scale
-    else:
-        raise ValueError(f"place must be 'mouth' or 'eye', got {place!r}")
-    half_w, half_h = face.half_width * scale * 0.45, face.half_height * scale * 0.2
-    mask = np.zeros((size, size), bool)
-    mask[int(centre_y - half_h):int(centre_y + half_h), int(centre_x - half_w):int(centre_x + half_w)] = True
+    clean, layout = face_crop_at(face, left, top, side, size)
+    mask = card_mask(layout, place, size)
     occluded = clean.copy()
     occluded[mask] = RECTANGLE_COLOURS[index % len(RECTANGLE_COLOURS)] if colour is None else colour
     return clean, occluded, mask

@@ -93,6 +93,13 @@ def _face_crop(face: FacePhoto, rng: np.random.Generator, resolution: int) -> tu
     top = face.cy - side * rng.uniform(0.45, 0.55)
     side = min(side, width, height)
     left, top = float(np.clip(left, 0, width - side)), float(np.clip(top, 0, height - side))
+    return face_crop_at(face, left, top, side, resolution)
+
+
+def face_crop_at(face: FacePhoto, left: float, top: float, side: float, resolution: int) -> tuple[np.ndarray, FaceLayout]:
+    """The square `side` px crop at (left, top) of `face`'s photograph, resized to `resolution`, and
+    where the face's features are in it."""
+    photo = _photo(face.package, face.relative)
     crop = Image.fromarray(photo).resize((resolution, resolution), Image.BICUBIC, box=(left, top, left + side, top + side))
     scale = resolution / side
     layout = FaceLayout(cx=(face.cx - left) * scale, cy=(face.cy - top) * scale, half_width=face.half_width * scale,
@@ -102,10 +109,14 @@ def _face_crop(face: FacePhoto, rng: np.random.Generator, resolution: int) -> tu
     return np.asarray(crop, dtype=np.uint8), layout
 
 
-def _card(layout: FaceLayout, place: str, resolution: int) -> np.ndarray:
+def card_mask(layout: FaceLayout, place: str, resolution: int) -> np.ndarray:
     """A rectangle over the mouth or the right eye, as wide as half the face and half as high as the
-    face is half high (a card or a phone held up to the face)."""
-    centre_x, centre_y = (layout.cx, layout.mouth_y) if place == "mouth" else (layout.cx + layout.eye_dx, layout.eye_y)
+    face is half high (a card or a phone held up to the face). Centred on the features, which a
+    turned face (yaw) carries off its centre, as the generator draws them."""
+    if place not in ("mouth", "eye"):
+        raise ValueError(f"a card goes over the 'mouth' or an 'eye', got {place!r}")
+    centre_x = layout.feature_x + (layout.eye_dx if place == "eye" else 0.0)
+    centre_y = layout.mouth_y if place == "mouth" else layout.eye_y
     half_w, half_h = layout.half_width * 0.5, layout.half_height * 0.25
     mask = np.zeros((resolution, resolution), bool)
     top, left = max(round(centre_y - half_h), 0), max(round(centre_x - half_w), 0)
@@ -123,7 +134,7 @@ def photograph_sample(face: FacePhoto, number: int, resolution: int, seed: int) 
         cards = [n for n, (_, f) in enumerate(OBJECTS) if f == "card"]
         turn = FACE_PHOTOS.index(face) * len(cards) + cards.index(number % len(OBJECTS)) + number // len(OBJECTS)
         colour_name = list(CARD_COLOURS)[turn % len(CARD_COLOURS)]
-        mask = _card(layout, kind, resolution)
+        mask = card_mask(layout, kind, resolution)
         shade = np.linspace(0.95, 1.05, resolution, dtype=np.float32)[None, :, None]
         texture = np.array(CARD_COLOURS[colour_name], np.float32)[None, None, :] * shade * np.ones((resolution, 1, 1))
         return _pasted(clean, mask, texture, f"{face.name}/card/{kind}-{colour_name}")

@@ -33,6 +33,8 @@ img{image-rendering:pixelated;max-width:100%}.note{color:#555;font-size:.9em}"""
 
 # Wall-clock figures live apart from metrics.json, whose content depends only on models and data.
 LATENCY_FILE = "latency.json"
+# metrics.json photographs.by_object: per object fill, the mask's IoU and the PSNR inside the object.
+PHOTOGRAPH_OBJECT_COLUMNS = ("samples", "iou", "end_to_end.psnr_masked", "telea.psnr_masked", "occluded_input.psnr_masked")
 
 
 @dataclass(frozen=True)
@@ -384,12 +386,14 @@ def render_report(inputs: ReportInputs, *, title: str = "De-occlusion evaluation
     sections.append(("End to end by occluder type", _grouped(metrics, "by_occluder", "occluder")))
     if "photographs" in metrics:
         photographs = metrics["photographs"]
-        columns = ["samples", "iou", "end_to_end.psnr_masked", "telea.psnr_masked", "occluded_input.psnr_masked"]
-        by_object = table(["object", *columns], [[fill, *[row.get(c) for c in columns]]
-                                                 for fill, row in (photographs.get("by_object") or {}).items()])
+        by_object = ""
+        if photographs.get("by_object"):   # metrics written before the set reported per object have none
+            by_object = ("<p>By object (IoU of the predicted mask; PSNR inside the object):</p>"
+                         + table(["object", *PHOTOGRAPH_OBJECT_COLUMNS],
+                                 [[fill, *[row.get(c) for c in PHOTOGRAPH_OBJECT_COLUMNS]]
+                                  for fill, row in photographs["by_object"].items()]))
         sections.append(("Photograph set", f"<p>{_cell(photographs.get('samples'))} real photographs with a pasted "
-                                           "object.</p>" + _methods_table(photographs, methods)
-                         + "<p>By object (IoU of the predicted mask; PSNR inside the object):</p>" + by_object))
+                                           "object.</p>" + _methods_table(photographs, methods) + by_object))
     sections.append(("Latency and throughput of the deocclusion model", _latency(metrics)))
     sections.append(("Checks", _checks(metrics)))
     sections += [(figure.title, _figure(figure)) for figure in figures.values()]

@@ -151,8 +151,11 @@ def decide(floors: tuple[FloorCheck, ...], comparison: PairedComparison | None, 
         return GateDecision(CHALLENGER, reason, floors, comparison, champion_version, min_improvement)
     if champion_version is None:
         baselines = sorted({check.baseline for check in floors})
-        reason = (f"no champion yet; beats {' and '.join(baselines) or 'no baseline'} on all {len(floors)} promotion "
-                  f"floor checks (params.yaml promotion:, not evaluate's quality floors)")
+        if floors:
+            reason = (f"no champion yet; beats {' and '.join(baselines)} on all {len(floors)} promotion floor checks "
+                      f"(params.yaml promotion:, not evaluate's quality floors)")
+        else:
+            reason = "no champion yet; params.yaml promotion: sets no floor checks, so the first candidate is promoted"
         return GateDecision(CHAMPION, reason, floors, None, None, min_improvement)
     if comparison is None:
         raise ValueError(f"a champion (version {champion_version}) exists but no paired comparison was made")

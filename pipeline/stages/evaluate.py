@@ -29,7 +29,8 @@ from pipeline.deocclusion import (Deoccluder, ProgressiveReconstruction, inpaint
                                   network_device, occluder_probability, progressive_steps, resize)
 from pipeline.evaluation.bins import bin_index, bin_labels, mask_ratio_bins
 from pipeline.evaluation.gradcam import grad_cam, overlay
-from pipeline.evaluation.html_report import LATENCY_FILE, Champion, read_bins, render_report_from_dir
+from pipeline.evaluation.html_report import (LATENCY_FILE, PHOTOGRAPH_OBJECT_COLUMNS, Champion, read_bins,
+                                             render_report_from_dir)
 from pipeline.evaluation.metrics import (class_confusion, class_scores, inpainting_metrics, mask_ssim,
                                          segmentation_metrics)
 from pipeline.evaluation.perceptual import FidScorer, LpipsScorer, Unavailable, load_fid, load_lpips
@@ -589,9 +590,9 @@ def render_report(cfg: Config, result: dict[str, Any], grid_name: str) -> str:
     photo_methods = {m: METHODS[m] for m in ("end_to_end", "gt_mask", "telea", "telea_gt_mask", "occluded_input")}
     photo_seg = markdown_table(["IoU", "Dice", "pixel accuracy"],
                                [[photographs["segmentation"][k] for k in ("iou", "dice", "pixel_accuracy")]])
-    object_columns = ["samples", "iou", "end_to_end.psnr_masked", "telea.psnr_masked", "occluded_input.psnr_masked"]
-    photo_objects = markdown_table(["object", *object_columns], [[fill, *[row[c] for c in object_columns]]
-                                                                for fill, row in photographs["by_object"].items()])
+    photo_objects = markdown_table(["object", *PHOTOGRAPH_OBJECT_COLUMNS],
+                                   [[fill, *[row[c] for c in PHOTOGRAPH_OBJECT_COLUMNS]]
+                                    for fill, row in photographs["by_object"].items()])
     checks = "\n".join(f"- [{'x' if ok else ' '}] {name}" for name, ok in metrics["checks"].items())
     architectures = result["architectures"]
     bin_text = "\n\n".join(bin_sections)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.data.photographs import CARD_COLOURS, FACE_PHOTOS, OBJECTS, build_photograph_set
+from pipeline.data.photographs import CARD_COLOURS, FACE_PHOTOS, OBJECTS, build_photograph_set, card_mask, face_crop_at
 from pipeline.data.synthetic import OCCLUDER
 
 
@@ -69,3 +69,23 @@ def test_flat_cards_cover_the_mouth_or_an_eye_in_every_colour():
         face, _, variant = sample.occluder_type.split("/")
         by_face.setdefault(face, {})[variant.split("-")[0]] = np.nonzero(sample.occluder_mask)[0].mean()
     assert all(places["mouth"] > places["eye"] for places in by_face.values())
+
+
+# Where each photograph's mouth and right eye are, read off the photographs by eye (photograph pixels):
+# the cameraman looks to the right, so his features sit right of the face's centre (FacePhoto.cx).
+FEATURES = {"astronaut": {"mouth": (222, 145), "eye": (244, 103)},
+            "grace_hopper": {"mouth": (265, 268), "eye": (315, 190)},
+            "cameraman": {"mouth": (234, 179), "eye": (232, 144)}}
+
+
+def test_cards_cover_the_mouth_and_the_eye_of_a_turned_face():
+    resolution = 128
+    for face in FACE_PHOTOS:
+        side = face.half_width / 0.23
+        left, top = face.cx - side / 2, face.cy - side / 2
+        _, layout = face_crop_at(face, left, top, side, resolution)
+        for place, (x, y) in FEATURES[face.name].items():
+            mask = card_mask(layout, place, resolution)
+            column, row = (round((x - left) * resolution / side), round((y - top) * resolution / side))
+            # The feature and 3 px around it (about a tenth of the card's width) lie under the card.
+            assert mask[row - 3:row + 4, column - 3:column + 4].all(), (face.name, place)

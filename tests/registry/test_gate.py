@@ -42,6 +42,8 @@ def test_first_version_above_every_floor_is_champion():
     decision = decide(check_floors(evaluation(), "end_to_end", ["occluded_input", "telea"], METRICS), None, None, 0.0)
     assert decision.alias == CHAMPION and decision.comparison is None
     assert decision.reason.startswith("no champion yet; beats occluded_input and telea on all 12 promotion floor checks")
+    unguarded = decide([], None, None, 0.0)
+    assert unguarded.alias == CHAMPION and "sets no floor checks" in unguarded.reason
 
 
 def test_only_the_listed_floor_metrics_count():
