@@ -5,7 +5,8 @@ two networks in fp32 and bf16 autocast, each contiguous and channels_last, on th
 
 Each figure is images per second over --steps timed optimizer steps (Adam, a pixel loss) after one
 warm-up step, at the params' data.resolution and each section's batch size, each variant in a process
-of its own (`crashed` where it killed it, `failed: ...` where it raised, `timed out` after 15 minutes).
+of its own (`crashed` where it killed it, `failed: ...` where it raised, `timed out` after --timeout
+seconds).
 """
 
 from __future__ import annotations
@@ -74,22 +75,25 @@ def _child(connection, args) -> None:
         connection.send(f"failed: {type(error).__name__}: {error}"[:120])
 
 
-def measured(*args, timeout: float = 900.0) -> float | str:
+def measured(*args, timeout: float) -> float | str:
     """images_per_second in a child process of its own: a variant that kills its process (mmrm-unet's
     fp32 channels_last step aborted with `free(): invalid next size` / `double free` on two of these
-    CPUs) is reported as `crashed`, one that raises as `failed: ...`, one still running after
-    `timeout` seconds as `timed out`; the benchmark goes on with the next."""
-    receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
-    child = multiprocessing.get_context("spawn").Process(target=_child, args=(sender, args))
+    CPUs) is reported as `crashed (exit code)`, one that raises as `failed: ...`, one still running
+    after `timeout` seconds as `timed out`; the benchmark goes on with the next."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(sender, args))
     child.start()
-    sender.close()
+    sender.close()   # the child holds the only write end now: its death reads as EOF
     try:
-        if not receiver.poll(timeout):
-            return "crashed" if not child.is_alive() else "timed out"
-        return receiver.recv()
+        if receiver.poll(timeout):
+            return receiver.recv()
+        return "timed out"
     except EOFError:
-        return "crashed"
+        child.join()
+        return f"crashed (exit code {child.exitcode})"
     finally:
+        receiver.close()
         if child.is_alive():
             child.kill()
         child.join()
@@ -100,6 +104,8 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds a variant may run (bf16 emulated on an AVX2-only CPU is about 10x slower)")
     args = parser.parse_args()
     cfg = load_config(args.params)
     flags = sorted(cpu_flags() & {*BF16_CPU_FLAGS, "avx2", "avx512f", "avx512_vnni"})
@@ -112,7 +118,7 @@ def main() -> None:
                    section.arch, section.arch_kwargs, task, resolution)), section.batch_size, resolution))}
         for name, (bf16, channels_last) in VARIANTS.items():
             row[name] = measured(section.arch, section.arch_kwargs, task, resolution, section.batch_size,
-                                 bf16, channels_last, args.steps)
+                                 bf16, channels_last, args.steps, timeout=args.timeout)
             print(task, name, row[name], "img/s" if isinstance(row[name], float) else "", flush=True)
         result["rows"].append(row)
     print(json.dumps(result, indent=2))

@@ -3,8 +3,8 @@
 For each face photograph of the photograph set (`pipeline.data.photographs.FACE_PHOTOS`): a crop
 of SIZE px around the face (face about 45 % of the width, whatever the model's resolution), one
 flat-coloured rectangle pasted over the mouth (a card or a phone held up: the photograph set's
-`card_mask`, centred on the features as the set places them). Runs `deocclude predict --mask-out` on the directory
-with the model at --model and prints, per image, the predicted mask's IoU with the rectangle and
+`card_mask`, centred where the feature was seen). Runs `deocclude predict --mask-out` on the
+directory with the model at --model and prints, per image, the predicted mask's IoU with the rectangle and
 PSNR over the whole image and inside the rectangle for ours, OpenCV Telea given our mask, and the
 untouched input. Writes the inputs, outputs and a grid (input, our mask, output, clean) to OUT.
 

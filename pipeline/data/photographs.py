@@ -39,7 +39,11 @@ from pipeline.data.synthetic import (
 
 @dataclass(frozen=True)
 class FacePhoto:
-    """A photograph and where its face is, in the photograph's pixels."""
+    """A photograph and where its face is, in the photograph's pixels: the face's centre and half
+    size (which frame the crop and place the generator's occluder shapes), the heights of its eyes,
+    nose and mouth, and where the mouth's centre and the eye on the image's right were seen
+    (`mouth_x`, `eye_x`: a turned face's features lie off its centre, beyond what `yaw` shifts the
+    generator's)."""
 
     name: str
     package: str
@@ -52,16 +56,27 @@ class FacePhoto:
     eye_dx: float
     nose_y: float
     mouth_y: float
+    mouth_x: float
+    eye_x: float
     yaw: float = 0.0
 
 
+@dataclass(frozen=True)
+class PhotoLayout(FaceLayout):
+    """A face photograph's layout in a crop, with where its mouth and right eye were seen."""
+
+    mouth_x: float = 0.0
+    eye_x: float = 0.0
+
+
+# Features read off each photograph at 8-10x zoom.
 FACE_PHOTOS: tuple[FacePhoto, ...] = (
     FacePhoto("astronaut", "skimage", "data/astronaut.png", cx=222, cy=118, half_width=45, half_height=58,
-              eye_y=103, eye_dx=22, nose_y=125, mouth_y=145),
+              eye_y=103, eye_dx=22, nose_y=125, mouth_y=145, mouth_x=222, eye_x=246),
     FacePhoto("grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg", cx=265, cy=240, half_width=95,
-              half_height=95, eye_y=190, eye_dx=50, nose_y=232, mouth_y=268),
+              half_height=95, eye_y=186, eye_dx=50, nose_y=232, mouth_y=276, mouth_x=267, eye_x=304),
     FacePhoto("cameraman", "skimage", "data/camera.png", cx=215, cy=150, half_width=32, half_height=45,
-              eye_y=140, eye_dx=14, nose_y=160, mouth_y=178, yaw=0.8),
+              eye_y=146, eye_dx=14, nose_y=160, mouth_y=178, mouth_x=237, eye_x=234, yaw=0.8),
 )
 OBJECT_PHOTOS: tuple[tuple[str, str], ...] = (("skimage", "data/coffee.png"), ("skimage", "data/chelsea.png"))
 # One object per image, cycling: masks, hands, cups and phones, glasses, boxes and patches, each as
@@ -84,7 +99,7 @@ def _object_textures() -> tuple[np.ndarray, ...]:
     return tuple(load_photo(package_file(package, relative), 256) for package, relative in OBJECT_PHOTOS)
 
 
-def _face_crop(face: FacePhoto, rng: np.random.Generator, resolution: int) -> tuple[np.ndarray, FaceLayout]:
+def _face_crop(face: FacePhoto, rng: np.random.Generator, resolution: int) -> tuple[np.ndarray, PhotoLayout]:
     """A square crop framing the face as the generator does (face about half the width), resized."""
     photo = _photo(face.package, face.relative)
     height, width = photo.shape[:2]
@@ -96,31 +111,34 @@ def _face_crop(face: FacePhoto, rng: np.random.Generator, resolution: int) -> tu
     return face_crop_at(face, left, top, side, resolution)
 
 
-def face_crop_at(face: FacePhoto, left: float, top: float, side: float, resolution: int) -> tuple[np.ndarray, FaceLayout]:
+def face_crop_at(face: FacePhoto, left: float, top: float, side: float, resolution: int) -> tuple[np.ndarray, PhotoLayout]:
     """The square `side` px crop at (left, top) of `face`'s photograph, resized to `resolution`, and
     where the face's features are in it."""
     photo = _photo(face.package, face.relative)
     crop = Image.fromarray(photo).resize((resolution, resolution), Image.BICUBIC, box=(left, top, left + side, top + side))
     scale = resolution / side
-    layout = FaceLayout(cx=(face.cx - left) * scale, cy=(face.cy - top) * scale, half_width=face.half_width * scale,
-                        half_height=face.half_height * scale, eye_y=(face.eye_y - top) * scale, eye_dx=face.eye_dx * scale,
-                        mouth_y=(face.mouth_y - top) * scale, nose_y=(face.nose_y - top) * scale,
-                        skin=np.zeros(3, np.float32), yaw=face.yaw)
+    layout = PhotoLayout(cx=(face.cx - left) * scale, cy=(face.cy - top) * scale, half_width=face.half_width * scale,
+                         half_height=face.half_height * scale, eye_y=(face.eye_y - top) * scale, eye_dx=face.eye_dx * scale,
+                         mouth_y=(face.mouth_y - top) * scale, nose_y=(face.nose_y - top) * scale,
+                         skin=np.zeros(3, np.float32), yaw=face.yaw, mouth_x=(face.mouth_x - left) * scale,
+                         eye_x=(face.eye_x - left) * scale)
     return np.asarray(crop, dtype=np.uint8), layout
 
 
-def card_mask(layout: FaceLayout, place: str, resolution: int) -> np.ndarray:
-    """A rectangle over the mouth or the right eye, as wide as half the face and half as high as the
-    face is half high (a card or a phone held up to the face). Centred on the features, which a
-    turned face (yaw) carries off its centre, as the generator draws them."""
+def card_mask(layout: PhotoLayout, place: str, resolution: int) -> np.ndarray:
+    """A rectangle over the mouth or the eye on the image's right, as wide as half the face and half
+    as high as the face is half high (a card or a phone held up to the face), centred where the
+    feature was seen; the part inside the image."""
     if place not in ("mouth", "eye"):
         raise ValueError(f"a card goes over the 'mouth' or an 'eye', got {place!r}")
-    centre_x = layout.feature_x + (layout.eye_dx if place == "eye" else 0.0)
-    centre_y = layout.mouth_y if place == "mouth" else layout.eye_y
+    centre_x, centre_y = (layout.mouth_x, layout.mouth_y) if place == "mouth" else (layout.eye_x, layout.eye_y)
     half_w, half_h = layout.half_width * 0.5, layout.half_height * 0.25
+    rows = np.clip([round(centre_y - half_h), round(centre_y + half_h)], 0, resolution)
+    columns = np.clip([round(centre_x - half_w), round(centre_x + half_w)], 0, resolution)
+    if rows[0] == rows[1] or columns[0] == columns[1]:
+        raise ValueError(f"the {place} card lies outside the {resolution} px crop")
     mask = np.zeros((resolution, resolution), bool)
-    top, left = max(round(centre_y - half_h), 0), max(round(centre_x - half_w), 0)
-    mask[top:max(round(centre_y + half_h), top + 1), left:max(round(centre_x + half_w), left + 1)] = True
+    mask[rows[0]:rows[1], columns[0]:columns[1]] = True
     return mask
 
 

@@ -150,8 +150,8 @@ def decide(floors: tuple[FloorCheck, ...], comparison: PairedComparison | None, 
         reason = "floor broken: " + "; ".join(check.describe() for check in broken)
         return GateDecision(CHALLENGER, reason, floors, comparison, champion_version, min_improvement)
     if champion_version is None:
-        baselines = sorted({check.baseline for check in floors})
         if floors:
+            baselines = sorted({check.baseline for check in floors})
             reason = (f"no champion yet; beats {' and '.join(baselines)} on all {len(floors)} promotion floor checks "
                       f"(params.yaml promotion:, not evaluate's quality floors)")
         else:

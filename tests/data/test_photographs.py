@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from pipeline.data.photographs import CARD_COLOURS, FACE_PHOTOS, OBJECTS, build_photograph_set, card_mask, face_crop_at
+from pipeline.data.photographs import CARD_COLOURS, FACE_PHOTOS, OBJECTS, _photo, build_photograph_set, card_mask, face_crop_at
 from pipeline.data.synthetic import OCCLUDER
 
 
@@ -71,21 +72,31 @@ def test_flat_cards_cover_the_mouth_or_an_eye_in_every_colour():
     assert all(places["mouth"] > places["eye"] for places in by_face.values())
 
 
-# Where each photograph's mouth and right eye are, read off the photographs by eye (photograph pixels):
-# the cameraman looks to the right, so his features sit right of the face's centre (FacePhoto.cx).
-FEATURES = {"astronaut": {"mouth": (222, 145), "eye": (244, 103)},
-            "grace_hopper": {"mouth": (265, 268), "eye": (315, 190)},
-            "cameraman": {"mouth": (234, 179), "eye": (232, 144)}}
 
-
-def test_cards_cover_the_mouth_and_the_eye_of_a_turned_face():
-    resolution = 128
+def test_cards_land_on_the_features_seen_in_any_crop():
     for face in FACE_PHOTOS:
-        side = face.half_width / 0.23
-        left, top = face.cx - side / 2, face.cy - side / 2
-        _, layout = face_crop_at(face, left, top, side, resolution)
-        for place, (x, y) in FEATURES[face.name].items():
-            mask = card_mask(layout, place, resolution)
-            column, row = (round((x - left) * resolution / side), round((y - top) * resolution / side))
-            # The feature and 3 px around it (about a tenth of the card's width) lie under the card.
-            assert mask[row - 3:row + 4, column - 3:column + 4].all(), (face.name, place)
+        for zoom, dx, dy in ((0.23, 0.0, 0.0), (0.2, -0.05, 0.04), (0.26, 0.06, -0.03)):
+            height, width = _photo(face.package, face.relative).shape[:2]
+            side = min(face.half_width / zoom, width, height)
+            left = float(np.clip(face.cx - side * (0.5 + dx), 0, width - side))
+            top = float(np.clip(face.cy - side * (0.5 + dy), 0, height - side))
+            resolution = 128
+            _, layout = face_crop_at(face, left, top, side, resolution)
+            for place, (x, y) in (("mouth", (face.mouth_x, face.mouth_y)), ("eye", (face.eye_x, face.eye_y))):
+                rows, columns = np.nonzero(card_mask(layout, place, resolution))
+                centre = (columns.mean() + 0.5) * side / resolution + left, (rows.mean() + 0.5) * side / resolution + top
+                # Within a tenth of the card's half-width (rounding to the crop's pixels) of the feature.
+                assert abs(centre[0] - x) <= 0.1 * face.half_width * 0.5 + side / resolution, (face.name, place)
+                assert abs(centre[1] - y) <= 0.1 * face.half_height * 0.25 + side / resolution, (face.name, place)
+    # The cameraman looks to the right: his mouth lies well right of his face's centre.
+    cameraman = FACE_PHOTOS[-1]
+    assert cameraman.mouth_x - cameraman.cx > 0.4 * cameraman.half_width
+
+
+def test_a_card_outside_the_crop_is_refused():
+    face = FACE_PHOTOS[0]
+    _, layout = face_crop_at(face, 300, 0, 200, 64)   # the crop right of the face
+    with pytest.raises(ValueError, match="outside"):
+        card_mask(layout, "mouth", 64)
+    with pytest.raises(ValueError, match="mouth"):
+        card_mask(layout, "nose", 64)

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from pipeline.config import load_config
+from pipeline.evaluation.html_report import PHOTOGRAPH_OBJECT_COLUMNS
 from pipeline.models.checkpoint import NetworkSettings, save_checkpoint
 from pipeline.models.registry import create_model
 from pipeline.stages import evaluate, generate
@@ -83,6 +84,7 @@ def test_every_bin_every_baseline_and_the_photograph_set(evaluated):
     assert set(by_object) == {"photo", "skin", "plain", "card"}
     assert sum(row["samples"] for row in by_object.values()) == photographs["samples"]
     assert all(0 <= row["iou"] <= 1 and "end_to_end.psnr_masked" in row for row in by_object.values())
+    assert all(set(row) == set(PHOTOGRAPH_OBJECT_COLUMNS) for row in by_object.values())   # what the reports show
     assert len(metrics["checks"]) >= 8 and all(isinstance(ok, bool) for ok in metrics["checks"].values())
 
     report = (directory / "report.md").read_text()
