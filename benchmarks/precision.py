@@ -5,8 +5,8 @@ two networks in fp32 and bf16 autocast, each contiguous and channels_last, on th
 
 Each figure is images per second over --steps timed optimizer steps (Adam, a pixel loss) after one
 warm-up step, at the params' data.resolution and each section's batch size, each variant in a process
-of its own (`crashed` where it killed it, `failed: ...` where it raised, `timed out` after --timeout
-seconds).
+of its own (`crashed (exit code N)` where it killed it, `failed: ...` where it raised, `timed out`
+after --timeout seconds).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def measured(*args, timeout: float) -> float | str:
             return receiver.recv()
         return "timed out"
     except EOFError:
-        child.join()
+        child.join(timeout=30)
         return f"crashed (exit code {child.exitcode})"
     finally:
         receiver.close()
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--timeout", type=float, default=900.0,
-                        help="seconds a variant may run (bf16 emulated on an AVX2-only CPU is about 10x slower)")
+                        help="seconds a variant may run (bf16 emulated on an AVX2-only CPU runs ~10x slower)")
     args = parser.parse_args()
     cfg = load_config(args.params)
     flags = sorted(cpu_flags() & {*BF16_CPU_FLAGS, "avx2", "avx512f", "avx512_vnni"})

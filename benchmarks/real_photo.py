@@ -40,7 +40,8 @@ SWEEP_COLOURS = {"red": (200, 30, 30), "blue": (30, 70, 180), "dark": (40, 40, 4
 def occluded_photograph(index: int, size: int, colour: tuple[int, int, int] | None = None,
                         place: str = "mouth") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(clean, occluded, mask) for face photograph `index` with the photograph set's card over its
-    mouth (or its right eye: `place="eye"`), in `colour` (default: one of RECTANGLE_COLOURS by index)."""
+    mouth (or the eye on the image's right: `place="eye"`), in `colour` (default: one of
+    RECTANGLE_COLOURS by index)."""
     face = FACE_PHOTOS[index]
     photo = _photo(face.package, face.relative)
     side = min(face.half_width * 2 / 0.45, *photo.shape[:2])

@@ -61,12 +61,13 @@ class FacePhoto:
     yaw: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PhotoLayout(FaceLayout):
-    """A face photograph's layout in a crop, with where its mouth and right eye were seen."""
+    """A face photograph's layout in a crop, with where its mouth and the eye on the image's right
+    were seen (crop pixels, not offsets from `cx`)."""
 
-    mouth_x: float = 0.0
-    eye_x: float = 0.0
+    mouth_x: float
+    eye_x: float
 
 
 # Features read off each photograph at 8-10x zoom.
@@ -111,17 +112,19 @@ def _face_crop(face: FacePhoto, rng: np.random.Generator, resolution: int) -> tu
     return face_crop_at(face, left, top, side, resolution)
 
 
-def face_crop_at(face: FacePhoto, left: float, top: float, side: float, resolution: int) -> tuple[np.ndarray, PhotoLayout]:
+def face_crop_at(face: FacePhoto, left: float, top: float, side: float,
+                 resolution: int) -> tuple[np.ndarray, PhotoLayout]:
     """The square `side` px crop at (left, top) of `face`'s photograph, resized to `resolution`, and
     where the face's features are in it."""
     photo = _photo(face.package, face.relative)
-    crop = Image.fromarray(photo).resize((resolution, resolution), Image.BICUBIC, box=(left, top, left + side, top + side))
+    box = (left, top, left + side, top + side)
+    crop = Image.fromarray(photo).resize((resolution, resolution), Image.BICUBIC, box=box)
     scale = resolution / side
     layout = PhotoLayout(cx=(face.cx - left) * scale, cy=(face.cy - top) * scale, half_width=face.half_width * scale,
-                         half_height=face.half_height * scale, eye_y=(face.eye_y - top) * scale, eye_dx=face.eye_dx * scale,
-                         mouth_y=(face.mouth_y - top) * scale, nose_y=(face.nose_y - top) * scale,
-                         skin=np.zeros(3, np.float32), yaw=face.yaw, mouth_x=(face.mouth_x - left) * scale,
-                         eye_x=(face.eye_x - left) * scale)
+                         half_height=face.half_height * scale, eye_y=(face.eye_y - top) * scale,
+                         eye_dx=face.eye_dx * scale, mouth_y=(face.mouth_y - top) * scale,
+                         nose_y=(face.nose_y - top) * scale, skin=np.zeros(3, np.float32), yaw=face.yaw,
+                         mouth_x=(face.mouth_x - left) * scale, eye_x=(face.eye_x - left) * scale)
     return np.asarray(crop, dtype=np.uint8), layout
 
 
@@ -136,7 +139,7 @@ def card_mask(layout: PhotoLayout, place: str, resolution: int) -> np.ndarray:
     rows = np.clip([round(centre_y - half_h), round(centre_y + half_h)], 0, resolution)
     columns = np.clip([round(centre_x - half_w), round(centre_x + half_w)], 0, resolution)
     if rows[0] == rows[1] or columns[0] == columns[1]:
-        raise ValueError(f"the {place} card lies outside the {resolution} px crop")
+        raise ValueError(f"the {place} card has no pixels inside the {resolution} px crop")
     mask = np.zeros((resolution, resolution), bool)
     mask[rows[0]:rows[1], columns[0]:columns[1]] = True
     return mask

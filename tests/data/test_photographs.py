@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline.data.photographs import CARD_COLOURS, FACE_PHOTOS, OBJECTS, _photo, build_photograph_set, card_mask, face_crop_at
+from pipeline.data.photographs import (CARD_COLOURS, FACE_PHOTOS, OBJECTS, _photo, build_photograph_set, card_mask,
+                                       face_crop_at)
 from pipeline.data.synthetic import OCCLUDER
 
 
@@ -72,31 +73,41 @@ def test_flat_cards_cover_the_mouth_or_an_eye_in_every_colour():
     assert all(places["mouth"] > places["eye"] for places in by_face.values())
 
 
-
-def test_cards_land_on_the_features_seen_in_any_crop():
+def test_feature_annotations_are_plausible():
     for face in FACE_PHOTOS:
-        for zoom, dx, dy in ((0.23, 0.0, 0.0), (0.2, -0.05, 0.04), (0.26, 0.06, -0.03)):
-            height, width = _photo(face.package, face.relative).shape[:2]
-            side = min(face.half_width / zoom, width, height)
-            left = float(np.clip(face.cx - side * (0.5 + dx), 0, width - side))
-            top = float(np.clip(face.cy - side * (0.5 + dy), 0, height - side))
-            resolution = 128
-            _, layout = face_crop_at(face, left, top, side, resolution)
-            for place, (x, y) in (("mouth", (face.mouth_x, face.mouth_y)), ("eye", (face.eye_x, face.eye_y))):
-                rows, columns = np.nonzero(card_mask(layout, place, resolution))
-                centre = (columns.mean() + 0.5) * side / resolution + left, (rows.mean() + 0.5) * side / resolution + top
-                # Within a tenth of the card's half-width (rounding to the crop's pixels) of the feature.
-                assert abs(centre[0] - x) <= 0.1 * face.half_width * 0.5 + side / resolution, (face.name, place)
-                assert abs(centre[1] - y) <= 0.1 * face.half_height * 0.25 + side / resolution, (face.name, place)
+        assert face.cy - face.half_height < face.eye_y < face.nose_y < face.mouth_y < face.cy + face.half_height
+        assert all(abs(x - face.cx) < face.half_width for x in (face.mouth_x, face.eye_x)), face.name
     # The cameraman looks to the right: his mouth lies well right of his face's centre.
     cameraman = FACE_PHOTOS[-1]
     assert cameraman.mouth_x - cameraman.cx > 0.4 * cameraman.half_width
 
 
-def test_a_card_outside_the_crop_is_refused():
+def test_cards_land_on_the_features_seen_in_any_crop():
+    resolution = 128
+    for face in FACE_PHOTOS:
+        height, width = _photo(face.package, face.relative).shape[:2]
+        for zoom, dx, dy in ((0.23, 0.0, 0.0), (0.2, -0.05, 0.04), (0.26, 0.06, -0.03)):
+            side = min(face.half_width / zoom, width, height)
+            left = float(np.clip(face.cx - side * (0.5 + dx), 0, width - side))
+            top = float(np.clip(face.cy - side * (0.5 + dy), 0, height - side))
+            pixel = side / resolution
+            _, layout = face_crop_at(face, left, top, side, resolution)
+            for place, (x, y) in (("mouth", (face.mouth_x, face.mouth_y)), ("eye", (face.eye_x, face.eye_y))):
+                rows, columns = np.nonzero(card_mask(layout, place, resolution))
+                centre_x, centre_y = (columns.mean() + 0.5) * pixel + left, (rows.mean() + 0.5) * pixel + top
+                # Within a tenth of the card's half-size (and a pixel of the crop's rounding) of the feature.
+                assert abs(centre_x - x) <= 0.1 * face.half_width * 0.5 + pixel, (face.name, place)
+                assert abs(centre_y - y) <= 0.1 * face.half_height * 0.25 + pixel, (face.name, place)
+
+
+def test_a_card_partly_outside_the_crop_is_cut_one_outside_refused():
     face = FACE_PHOTOS[0]
+    _, layout = face_crop_at(face, face.mouth_x - 10, 0, 200, 64)   # the mouth 10 px inside the left edge
+    mask = card_mask(layout, "mouth", 64)
+    full_width = round(face.half_width * 64 / 200)   # half the face wide
+    assert mask[:, 0].any() and 0 < mask.any(axis=0).sum() < full_width
     _, layout = face_crop_at(face, 300, 0, 200, 64)   # the crop right of the face
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="no pixels inside"):
         card_mask(layout, "mouth", 64)
     with pytest.raises(ValueError, match="mouth"):
         card_mask(layout, "nose", 64)
