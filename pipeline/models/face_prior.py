@@ -20,6 +20,20 @@ from torch import nn
 _FITTED = ("mean", "basis", "precision")
 
 
+def _solve_positive_definite(systems: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """x with systems @ x = rhs, (B, K, K) and (B, K), by Cholesky: the posterior's systems are symmetric
+    and positive definite (the prior's precision plus the visible pixels' Gram matrix). Batched LU
+    (`torch.linalg.solve`) fails in torch 2.13's CPU build once `torch.set_num_threads` has been called
+    before the first solve ("Pivots given to lu_solve must all be greater or equal to 1"); Cholesky does
+    not, in half the arithmetic. A system rounding left short of definite is solved by LU alone."""
+    factor, info = torch.linalg.cholesky_ex(systems)
+    solution = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
+    failed = info.nonzero().flatten()
+    if failed.numel():
+        solution[failed] = torch.linalg.solve(systems[failed], rhs[failed])
+    return solution
+
+
 class EigenfacePrior(nn.Module):
     """`components` principal directions of the training faces, fitted by `fit` (not by gradients:
     buffers, saved with the network). `strength` is the noise variance a visible pixel is given (in
@@ -73,7 +87,7 @@ class EigenfacePrior(nn.Module):
             rhs = centred @ basis.T                                         # (B, K): B V^T y over the visible pixels
             # V V^T = I: the visible Gram matrix is I minus the hidden columns'
             systems = torch.diag(1 + precision) - self._hidden_gram(basis, hidden)
-            coefficients = torch.linalg.solve(systems, rhs)
+            coefficients = _solve_positive_definite(systems, rhs)
             return (mean + coefficients @ basis).view_as(image).clamp(0, 1)
 
     def _hidden_gram(self, basis: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:

@@ -150,3 +150,40 @@ def test_a_deoccluder_with_the_prior_serves_a_photograph_of_another_size():
     assert mask.shape == (57, 45) and output.shape == (57, 45, 3)
     assert 0.05 < mask.astype(bool).mean() < 0.3
     assert (output[~mask.astype(bool)] == photograph[~mask.astype(bool)]).all()   # known pixels kept
+
+
+_SOLVE_AFTER_SET_NUM_THREADS = """
+import torch
+from pipeline.models.face_prior import EigenfacePrior
+torch.set_num_threads(1)
+torch.set_num_threads(2)             # before any solve: torch 2.13's batched LU then fails on the CPU
+prior = EigenfacePrior(components=256, strength=0.3)
+prior.fit(torch.rand(300, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+faces = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+mask = torch.zeros(4, 1, 16, 16)
+mask[..., 4:12, 3:11] = 1
+batched = prior.posterior_mean(faces, mask)
+one_by_one = torch.cat([prior.posterior_mean(face[None], hole[None]) for face, hole in zip(faces, mask)])
+print((batched - one_by_one).abs().max().item())
+"""
+
+
+def test_the_fill_survives_torch_set_num_threads_called_before_the_first_solve():
+    """A fresh process, since the failure depends on what the process did first (serving code and
+    benchmarks set their thread count)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", _SOLVE_AFTER_SET_NUM_THREADS], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) < 1e-4
+
+
+def test_a_system_that_is_not_positive_definite_is_still_solved():
+    from pipeline.models.face_prior import _solve_positive_definite
+
+    systems = torch.stack([torch.eye(3) * 2, torch.diag(torch.tensor([1.0, -2.0, 3.0]))])   # the second: indefinite
+    rhs = torch.tensor([[2.0, 4.0, 6.0], [1.0, 4.0, 9.0]])
+    assert torch.allclose(_solve_positive_definite(systems, rhs), torch.tensor([[1.0, 2.0, 3.0], [1.0, -2.0, 3.0]]))
