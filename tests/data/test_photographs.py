@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline.data.photographs import (CARD_COLOURS, FACE_PHOTOS, OBJECTS, _photo, build_photograph_set, card_mask,
-                                       face_crop_at)
+from pipeline.data.photographs import (CARD_COLOURS, FACE_PHOTOS, OBJECTS, PASTE_SCALE, _photo, build_photograph_set,
+                                       card_mask, face_crop_at, fine_object, photograph_sample, shrink)
 from pipeline.data.synthetic import OCCLUDER
 
 
@@ -16,16 +16,28 @@ def test_photograph_set_is_deterministic_and_small():
 
 
 def test_pasted_object_masks_are_exact():
-    for sample in build_photograph_set(64, seed=0):
-        mask = sample.occluder_mask > 0
-        assert set(np.unique(sample.occluder_mask)) <= {0, 255}
-        assert sample.occluded_image.shape == sample.clean_image.shape == (64, 64, 3)
-        # Outside the object the photograph is untouched; inside, the pasted pixels replace it.
-        np.testing.assert_array_equal(sample.occluded_image[~mask], sample.clean_image[~mask])
-        changed = (sample.occluded_image != sample.clean_image).any(axis=-1)
-        assert changed[mask].mean() > 0.9, sample.occluder_type
-        np.testing.assert_array_equal(sample.label_map == OCCLUDER, mask)
-        assert 0.02 <= sample.mask_ratio <= 0.6
+    """The object is pasted on a crop PASTE_SCALE times finer and the picture averaged down: the mask marks
+    exactly the pixels it covers at least half, and only pixels it covers in part differ from the photograph."""
+    partly_covered_outside = []
+    for face in FACE_PHOTOS:
+        for number in range(len(OBJECTS)):
+            sample = photograph_sample(face, number, 64, seed=0)
+            _, fine_mask, _, occluder_type = fine_object(face, number, 64 * PASTE_SCALE, seed=0)
+            assert sample.occluder_type == occluder_type
+            coverage = shrink(fine_mask, PASTE_SCALE)
+            mask = sample.occluder_mask > 0
+            assert set(np.unique(sample.occluder_mask)) <= {0, 255}
+            assert sample.occluded_image.shape == sample.clean_image.shape == (64, 64, 3)
+            np.testing.assert_array_equal(mask, coverage >= 0.5)
+            np.testing.assert_array_equal(sample.label_map == OCCLUDER, mask)
+            untouched = coverage == 0
+            np.testing.assert_array_equal(sample.occluded_image[untouched], sample.clean_image[untouched])
+            changed = (sample.occluded_image != sample.clean_image).any(axis=-1)
+            assert changed[mask].mean() > 0.9, sample.occluder_type
+            partly_covered_outside.append(changed[(coverage >= 0.2) & ~mask])
+            assert 0.02 <= sample.mask_ratio <= 0.6
+    # No pixel-exact seam: outside the mask, pixels the object covers in part show some of it.
+    assert np.concatenate(partly_covered_outside).mean() > 0.9
 
 
 def roughness(image: np.ndarray, mask: np.ndarray) -> float:
@@ -33,7 +45,9 @@ def roughness(image: np.ndarray, mask: np.ndarray) -> float:
     one colour under linear shading, more for any texture."""
     grey = image.astype(np.float64).mean(axis=2)
     second = np.abs(grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1])
-    inside = mask[1:-1, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:] & mask[:-2, 1:-1] & mask[2:, 1:-1]
+    whole = np.zeros_like(mask)     # the mask less its edge pixels, which the object covers only in part
+    whole[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:] & mask[:-2, 1:-1] & mask[2:, 1:-1]
+    inside = whole[1:-1, 1:-1] & whole[1:-1, :-2] & whole[1:-1, 2:] & whole[:-2, 1:-1] & whole[2:, 1:-1]
     return float(second[inside].mean())
 
 
@@ -58,9 +72,11 @@ def test_flat_cards_cover_the_mouth_or_an_eye_in_every_colour():
         colours.add(colour)
         mask = sample.occluder_mask > 0
         rows, columns = np.nonzero(mask)
-        # One axis-aligned rectangle, filled whole, in one colour (shaded by at most 5 % across).
+        # One axis-aligned rectangle, filled whole, in one colour (shaded by at most 5 % across; its edge
+        # pixels partly photograph).
         assert mask[rows.min():rows.max() + 1, columns.min():columns.max() + 1].all(), sample.occluder_type
-        pixels = sample.occluded_image[mask].astype(float)
+        interior = mask[1:-1, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:] & mask[:-2, 1:-1] & mask[2:, 1:-1]
+        pixels = sample.occluded_image[1:-1, 1:-1][interior].astype(float)
         assert np.abs(pixels - np.array(CARD_COLOURS[colour])).max() <= 0.06 * 255, sample.occluder_type
         # Wider than high, over the face: the mouth's card below the eye's.
         assert columns.max() - columns.min() > rows.max() - rows.min()
