@@ -25,12 +25,13 @@ def _solve_positive_definite(systems: torch.Tensor, rhs: torch.Tensor) -> torch.
     and positive definite (the prior's precision plus the visible pixels' Gram matrix). Batched LU
     (`torch.linalg.solve`) fails in torch 2.13's CPU build once `torch.set_num_threads` has been called
     before the first solve ("Pivots given to lu_solve must all be greater or equal to 1"); Cholesky does
-    not, in half the arithmetic. A system rounding left short of definite is solved by LU alone."""
+    not, in half the arithmetic. A system rounding left short of definite is solved by LU, one at a time
+    (a batch of one is not affected)."""
     factor, info = torch.linalg.cholesky_ex(systems)
     solution = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
     failed = info.nonzero().flatten()
     if failed.numel():
-        solution[failed] = torch.linalg.solve(systems[failed], rhs[failed])
+        solution[failed] = torch.stack([torch.linalg.solve(systems[index], rhs[index]) for index in failed])
     return solution
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.photographs import (CARD_COLOURS, FACE_PHOTOS, OBJECTS, PASTE_SCALE, _photo, build_photograph_set,
-                                       card_mask, face_crop_at, fine_object, photograph_sample, shrink)
+                                       card_mask, face_crop_at, fine_paste, photograph_sample, shrink)
 from pipeline.data.synthetic import OCCLUDER
 
 
@@ -17,12 +17,12 @@ def test_photograph_set_is_deterministic_and_small():
 
 def test_pasted_object_masks_are_exact():
     """The object is pasted on a crop PASTE_SCALE times finer and the picture averaged down: the mask marks
-    exactly the pixels it covers at least half, and only pixels it covers in part differ from the photograph."""
+    exactly the pixels it covers at least half, and only pixels it covers at least in part differ from the photograph."""
     partly_covered_outside = []
     for face in FACE_PHOTOS:
         for number in range(len(OBJECTS)):
             sample = photograph_sample(face, number, 64, seed=0)
-            _, fine_mask, _, occluder_type = fine_object(face, number, 64 * PASTE_SCALE, seed=0)
+            _, fine_mask, _, occluder_type = fine_paste(face, number, 64 * PASTE_SCALE, seed=0)
             assert sample.occluder_type == occluder_type
             coverage = shrink(fine_mask, PASTE_SCALE)
             mask = sample.occluder_mask > 0

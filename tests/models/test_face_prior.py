@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from pipeline.models.face_prior import EigenfacePrior
+from pipeline.models.face_prior import EigenfacePrior, _solve_positive_definite
 from pipeline.models.mmrm_unet import smooth_fill
 from pipeline.models.registry import create_model
 
@@ -165,16 +169,16 @@ mask[..., 4:12, 3:11] = 1
 batched = prior.posterior_mean(faces, mask)
 one_by_one = torch.cat([prior.posterior_mean(face[None], hole[None]) for face, hole in zip(faces, mask)])
 print((batched - one_by_one).abs().max().item())
+from pipeline.models.face_prior import _solve_positive_definite
+indefinite = torch.diag(torch.linspace(-1, 1, 256)).expand(2, 256, 256)   # no zero among 256 points
+rhs = torch.ones(2, 256)
+assert torch.allclose(indefinite @ _solve_positive_definite(indefinite, rhs)[..., None], rhs[..., None], atol=1e-4)
 """
 
 
 def test_the_fill_survives_torch_set_num_threads_called_before_the_first_solve():
     """A fresh process, since the failure depends on what the process did first (serving code and
-    benchmarks set their thread count)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
+    benchmarks set their thread count); two systems that are not positive definite take the fallback."""
     done = subprocess.run([sys.executable, "-c", _SOLVE_AFTER_SET_NUM_THREADS], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2], timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -182,8 +186,6 @@ def test_the_fill_survives_torch_set_num_threads_called_before_the_first_solve()
 
 
 def test_a_system_that_is_not_positive_definite_is_still_solved():
-    from pipeline.models.face_prior import _solve_positive_definite
-
     systems = torch.stack([torch.eye(3) * 2, torch.diag(torch.tensor([1.0, -2.0, 3.0]))])   # the second: indefinite
     rhs = torch.tensor([[2.0, 4.0, 6.0], [1.0, 4.0, 9.0]])
     assert torch.allclose(_solve_positive_definite(systems, rhs), torch.tensor([[1.0, 2.0, 3.0], [1.0, -2.0, 3.0]]))
