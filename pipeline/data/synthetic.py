@@ -199,6 +199,22 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(canvas, dtype=np.float32)
 
 
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """`image` (h, w) or (h, w, c), float, blurred by a Gaussian of `sigma` px over its first two axes (edges
+    repeated), in float: no clipping or rounding, unlike PIL's."""
+    radius = int(np.ceil(3 * sigma))
+    offsets = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernel = np.exp(-offsets ** 2 / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    for axis in (0, 1):
+        padding = [(0, 0)] * image.ndim
+        padding[axis] = (radius, radius)
+        padded = np.pad(image, padding, mode="edge")
+        length = image.shape[axis]
+        image = sum(weight * np.take(padded, np.arange(k, k + length), axis=axis) for k, weight in enumerate(kernel))
+    return image.astype(np.float32)
+
+
 def _high_pass(grey: np.ndarray, radius: float) -> np.ndarray:
     """The fine detail of a grey image (0-255): itself less its Gaussian blur."""
     return grey - np.asarray(Image.fromarray(grey.astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32)
@@ -221,20 +237,23 @@ def _skin_layer(rng: np.random.Generator, size: int, layout: FaceLayout) -> np.n
 
 
 def _photo_face_layer(rng: np.random.Generator, size: int, layout: FaceLayout) -> np.ndarray:
-    """A real face stretched over the face box, its grey levels tinted with the skin tone."""
+    """A real face stretched over the face box, most often sharpened, with fine photographic detail, its
+    grey levels tinted with the skin tone."""
     tile = face_photos()[int(rng.integers(FACE_PHOTO_COUNT))]
     if rng.random() < 0.5:
         tile = tile[:, ::-1]
     width = max(2, int(round(layout.half_width * 2.1)))
     height = max(2, int(round(layout.half_height * 2.1)))
+    stretched = np.asarray(Image.fromarray(tile.astype(np.uint8)).resize((width, height), Image.BICUBIC), dtype=np.float32)
+    sharpened = rng.random() < SHARPENED_FACE_SHARE
+    radius, amount = rng.uniform(0.8, 2.0) * size / 64, rng.uniform(0.5, 2.5)
+    if sharpened:   # unsharp mask of the tile alone: its edge inside a turned face gains no halo
+        stretched = stretched + (stretched - gaussian_blur(stretched, radius)) * amount
     canvas = Image.new("L", (size, size), int(tile.mean()))
-    canvas.paste(Image.fromarray(tile.astype(np.uint8)).resize((width, height), Image.BICUBIC),
+    canvas.paste(Image.fromarray(stretched.clip(0, 255).astype(np.uint8)),
                  (int(round(layout.feature_x - width / 2)), int(round(layout.cy - height / 2))))
-    grey = np.asarray(canvas, dtype=np.float32)
-    if rng.random() < SHARPENED_FACE_SHARE:
-        soft = np.asarray(canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.0) * size / 64)), dtype=np.float32)
-        grey = grey + (grey - soft) * rng.uniform(0.5, 2.5)   # unsharp mask
-    grey = grey + _high_pass(photo_crop(rng, size, zoom=(0.05, 0.3)).mean(axis=2), 1.5) * rng.uniform(0.0, 0.3)
+    detail = _high_pass(photo_crop(rng, size, zoom=(0.05, 0.3)).mean(axis=2), 1.5) * rng.uniform(0.0, 0.3)
+    grey = (np.asarray(canvas, dtype=np.float32) + detail).clip(0, 255)
     relative = grey / max(float(tile.mean()), 1.0)
     contrast = rng.uniform(0.7, 1.1)
     return layout.skin[None, None, :] * (1 + (relative[..., None] - 1) * contrast) * rng.uniform(0.9, 1.15)
@@ -486,9 +505,10 @@ def _occluder_texture(variant: str, rng: np.random.Generator, size: int) -> np.n
             yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
             stripes = (np.sin(xx * rng.uniform(10, 40) + yy * rng.uniform(0, 30)) > 0)[..., None]
             texture = texture * np.where(stripes, 1.0, rng.uniform(0.6, 0.9))
-    if rng.random() < BLURRED_OCCLUDER_SHARE:   # out of focus, or a smooth material
-        texture = np.asarray(Image.fromarray(texture.clip(0, 255).astype(np.uint8)).filter(
-            ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5) * size / 64)), dtype=np.float32)
+    blurred = rng.random() < BLURRED_OCCLUDER_SHARE
+    sigma = rng.uniform(0.5, 1.5) * size / 64
+    if blurred:   # out of focus, or a smooth material
+        texture = gaussian_blur(texture, sigma)
     return texture * _linear_shading(rng, size, 0.1, 0.45)[..., None]
 
 
