@@ -5,7 +5,8 @@ flip averaging) on the photograph set (`pipeline.stages.evaluate.photograph_spli
 resolution in --params) as it is and blurred first (Gaussian 0.7, 1.0 and 1.5 px; shrunk to 32 and 24
 px and back): mean occluder IoU and the mean probability outside the objects. A segmenter that has
 learned that sharp detail on a face marks an occluder scores higher on the blurred set. --grid writes
-each image over its true mask and predicted probability (three rows of ten).
+each image over its true mask and predicted probability (rows of ten). --checkpoint takes any
+segmenter stage checkpoint (e.g. one kept from an earlier run).
 
     .venv/bin/python benchmarks/photograph_blur.py [--checkpoint models/segmenter.pt] [--grid /tmp/set.png]
 """
@@ -13,6 +14,7 @@ each image over its true mask and predicted probability (three rows of ten).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +31,15 @@ from pipeline.stages.evaluate import photograph_split
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    offsets = torch.arange(-3, 4, dtype=images.dtype)
+    radius = math.ceil(3 * sigma)
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
     kernel = torch.exp(-offsets ** 2 / (2 * sigma ** 2))
     kernel = (kernel / kernel.sum()).repeat(images.shape[1], 1, 1, 1)
-    rows = F.conv2d(F.pad(images, (3, 3, 0, 0), mode="replicate"), kernel.view(-1, 1, 1, 7), groups=images.shape[1])
-    return F.conv2d(F.pad(rows, (0, 0, 3, 3), mode="replicate"), kernel.view(-1, 1, 7, 1), groups=images.shape[1])
+    taps = 2 * radius + 1
+    rows = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"), kernel.view(-1, 1, 1, taps),
+                    groups=images.shape[1])
+    return F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="replicate"), kernel.view(-1, 1, taps, 1),
+                    groups=images.shape[1])
 
 
 def shrunk_and_back(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -51,7 +57,6 @@ def main() -> None:
     cfg = load_config(args.params)
     split = photograph_split(cfg.data.resolution, cfg.seed)
     segmenter, settings = load_checkpoint(args.checkpoint)
-    segmenter.eval()
     images, truth = split.occluded_image, split.occluder_mask
     variants = {"as it is": images, "Gaussian 0.7 px": gaussian_blur(images, 0.7),
                 "Gaussian 1.0 px": gaussian_blur(images, 1.0), "Gaussian 1.5 px": gaussian_blur(images, 1.5),
@@ -62,13 +67,16 @@ def main() -> None:
             variant = resize(variant, (settings.resolution, settings.resolution))
         probability = occluder_probability(segmenter, variant, test_time_flip=settings.test_time_flip)
         masks = mask_from_probability(probability, settings.threshold, settings.opening_kernel, tuple(images.shape[-2:]))
+        probability = resize(probability, tuple(images.shape[-2:]))
         outside = probability[truth < 0.5].mean().item()
         print(f"{name:26s} IoU {iou(masks, truth).mean().item():.3f}  mean probability outside the objects {outside:.3f}")
         if args.grid and name == "as it is":
             def rgb(tensor: torch.Tensor) -> np.ndarray:
                 return (tensor.expand(3, -1, -1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             columns = [np.concatenate([rgb(images[i]), rgb(truth[i]), rgb(probability[i])]) for i in range(len(images))]
-            rows = [np.concatenate(columns[k:k + 10], axis=1) for k in range(0, len(columns) - 9, 10)]
+            blank = np.zeros_like(columns[0])
+            columns += [blank] * (-len(columns) % 10)
+            rows = [np.concatenate(columns[k:k + 10], axis=1) for k in range(0, len(columns), 10)]
             args.grid.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.concatenate(rows)).save(args.grid)
 
