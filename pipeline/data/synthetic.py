@@ -59,10 +59,10 @@ FACE_PHOTO_FILE = ("skimage", "data/lfw_subset.npy")
 FACE_PHOTO_COUNT = 100
 PHOTO_FACE_SHARE = 0.5      # faces drawn from a real face; the others are drawn feature by feature
 MONOCHROME_SHARE = 0.1      # black-and-white cameras (the photograph set's cameraman is one)
-# A real face from scikit-image's 25-px tiles, stretched over the face, is softer than the photographic
-# occluders, so a segmenter learned that sharp detail on a face is an occluder and marked the sharp
-# faces of real photographs (blurring the photograph set by 0.7 px raised its IoU from 0.49 to 0.59).
-# So most tiles are sharpened and given fine detail, and some occluders are soft (BENCHMARKS.md).
+# A real face from scikit-image's 25-px tiles, stretched over the face, is softer than a photograph's face,
+# so a segmenter learned that sharp detail on a face is an occluder and marked the sharp faces of real
+# photographs (blurring the photograph set by 0.7 px raised its IoU from 0.49 to 0.59). So most tiles
+# are sharpened and given fine detail, and some occluders are soft (BENCHMARKS.md).
 SHARPENED_FACE_SHARE = 0.7
 BLURRED_OCCLUDER_SHARE = 0.3
 TEXTURE_SIDE = 192  # shorter side of a loaded texture: room for crops up to the standard profile's size
