@@ -14,7 +14,6 @@ segmenter stage checkpoint (e.g. one kept from an earlier run).
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
@@ -24,22 +23,17 @@ from PIL import Image
 
 import pipeline  # noqa: F401  (torchvision shim)
 from pipeline.config import load_config
+from pipeline.data.synthetic import gaussian_blur
 from pipeline.deocclusion import mask_from_probability, occluder_probability, resize
 from pipeline.evaluation.metrics import iou
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.stages.evaluate import photograph_split
 
 
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = math.ceil(3 * sigma)
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernel = torch.exp(-offsets ** 2 / (2 * sigma ** 2))
-    kernel = (kernel / kernel.sum()).repeat(images.shape[1], 1, 1, 1)
-    taps = 2 * radius + 1
-    rows = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"), kernel.view(-1, 1, 1, taps),
-                    groups=images.shape[1])
-    return F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="replicate"), kernel.view(-1, 1, taps, 1),
-                    groups=images.shape[1])
+def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, C, H, W) blurred by the generator's Gaussian (edges repeated)."""
+    pictures = images.permute(0, 2, 3, 1).numpy()
+    return torch.from_numpy(np.stack([gaussian_blur(picture, sigma) for picture in pictures])).permute(0, 3, 1, 2)
 
 
 def shrunk_and_back(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -58,8 +52,8 @@ def main() -> None:
     split = photograph_split(cfg.data.resolution, cfg.seed)
     segmenter, settings = load_checkpoint(args.checkpoint)
     images, truth = split.occluded_image, split.occluder_mask
-    variants = {"as it is": images, "Gaussian 0.7 px": gaussian_blur(images, 0.7),
-                "Gaussian 1.0 px": gaussian_blur(images, 1.0), "Gaussian 1.5 px": gaussian_blur(images, 1.5),
+    variants = {"as it is": images, "Gaussian 0.7 px": blurred(images, 0.7),
+                "Gaussian 1.0 px": blurred(images, 1.0), "Gaussian 1.5 px": blurred(images, 1.5),
                 "shrunk to 32 px and back": shrunk_and_back(images, 32),
                 "shrunk to 24 px and back": shrunk_and_back(images, 24)}
     for name, variant in variants.items():
