@@ -43,6 +43,8 @@ HPO_METRICS = {"val/loss": "minimize", "val/l1": "minimize", "val/hole_l1": "min
                "val/psnr": "maximize", "val/psnr_masked": "maximize", "val/ssim": "maximize"}
 HPO_PRUNERS = ("median", "none")
 FLOOR_BASELINES = ("occluded_input", "telea", "telea_gt_mask")
+# What `register` re-scores a champion against on the photograph set (Telea given the champion's masks).
+PHOTOGRAPH_BASELINES = ("occluded_input", "telea")
 # The groups a registered `deocclusion` version can be re-scored on (it holds the segmenter and the
 # fine-tuned inpainter, not the inpainter before fine-tuning).
 PROMOTABLE_GROUPS = ("end_to_end", "gt_mask")
@@ -230,6 +232,9 @@ class PromotionConfig:
     floor_baselines: tuple[str, ...] = ("occluded_input", "telea")
     floor_metrics: tuple[str, ...] = EVALUATION_METRICS
     min_improvement: float = 0.0       # the interval's lower bound must exceed it, in the primary metric's unit
+    photograph_min_iou: float | None = None    # the photograph set's mean mask IoU must reach it; None: not checked
+    photograph_baselines: tuple[str, ...] = ()
+    photograph_metrics: tuple[str, ...] = ()
     bootstrap_resamples: int = 2000
     confidence: float = 0.95
     bootstrap_seed: int = 0
@@ -496,6 +501,16 @@ def _check(cfg: Config, source: Path) -> None:
     _require(0.5 <= promotion.confidence < 1, source, f"promotion.confidence must be in [0.5, 1), got {promotion.confidence}")
     _require(promotion.min_improvement >= 0, source,
              f"promotion.min_improvement must be >= 0, got {promotion.min_improvement}")
+    unknown = sorted(set(promotion.photograph_baselines) - set(PHOTOGRAPH_BASELINES))
+    _require(not unknown, source, f"promotion.photograph_baselines: unknown baseline(s) {unknown}; "
+                                  f"known: {list(PHOTOGRAPH_BASELINES)}")
+    unknown = sorted(set(promotion.photograph_metrics) - set(EVALUATION_METRICS))
+    _require(not unknown, source, f"promotion.photograph_metrics: unknown metric(s) {unknown}; "
+                                  f"known: {list(EVALUATION_METRICS)}")
+    minimum = promotion.photograph_min_iou
+    _require(minimum is None or (isinstance(minimum, (int, float)) and not isinstance(minimum, bool)
+                                 and 0 <= minimum <= 1), source,
+             f"promotion.photograph_min_iou must be in [0, 1] or null, got {promotion.photograph_min_iou}")
     _check_hpo(cfg.hpo, source)
     _check_drift(cfg.drift, source)
     _check_reference(cfg.reference, source)
@@ -788,7 +803,7 @@ def _reference_values(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _promotion_values(raw: dict[str, Any]) -> dict[str, Any]:
     values = dict(raw)
-    for key in ("floor_baselines", "floor_metrics"):
+    for key in ("floor_baselines", "floor_metrics", "photograph_baselines", "photograph_metrics"):
         if key in values:
             values[key] = tuple(values[key] or ())
     return values

@@ -160,6 +160,11 @@ def test_isnet_profile_uses_paper_004_settings(tmp_path):
     ({"data": {"mask_ratio_min": 0.7}}, "mask_ratio_min/max"),
     ({"evaluation": {"progressive_kernel": 4}}, "evaluation.progressive_kernel must be odd and >= 3, got 4"),
     ({"evaluation": {"progressive_max_steps": 0}}, "evaluation.progressive_max_steps must be >= 1, got 0"),
+    ({"promotion": {"photograph_min_iou": 1.5}}, "promotion.photograph_min_iou must be in [0, 1] or null, got 1.5"),
+    ({"promotion": {"photograph_min_iou": "half"}}, "promotion.photograph_min_iou must be in [0, 1] or null, got half"),
+    ({"promotion": {"photograph_baselines": ["telea_gt_mask"]}},
+     "promotion.photograph_baselines: unknown baseline(s) ['telea_gt_mask']; known: ['occluded_input', 'telea']"),
+    ({"promotion": {"photograph_metrics": ["fid"]}}, "promotion.photograph_metrics: unknown metric(s) ['fid']"),
 ])
 def test_bad_values_name_the_file_and_the_key(tmp_path, override, message):
     path = write_params(tmp_path, tiny_params(override))

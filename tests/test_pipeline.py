@@ -61,6 +61,28 @@ def test_flow_registers_a_champion_that_beats_the_occluded_input(project):
     assert runs["finetune"].data.tags["checkpoint_md5.inpainter_finetuned"] == outs["models/inpainter_finetuned.pt"]
 
 
+def test_the_gate_scores_a_model_on_the_photograph_set_as_evaluate_reports_it(project):
+    """register re-scores a champion's photograph floors with its own code: for the model evaluate
+    scored, it must give evaluate's figures."""
+    from pipeline.config import load_config
+    from pipeline.deocclusion import Deoccluder
+    from pipeline.models.checkpoint import load_checkpoint
+    from pipeline.stages.evaluate import photograph_split
+    from pipeline.stages.register import photograph_scores
+
+    root, _ = project
+    cfg = load_config(root / "params.yaml")
+    deoccluder = Deoccluder.from_settings(*load_checkpoint(root / "models/segmenter.pt"),
+                                          *load_checkpoint(root / "models/inpainter_finetuned.pt"))
+    scores = photograph_scores(deoccluder, photograph_split(cfg.data.resolution, cfg.seed), "end_to_end",
+                               ["occluded_input", "telea"], cfg.evaluation.telea_radius)
+    reported = json.loads((root / "reports/eval/metrics.json").read_text())["photographs"]
+    assert scores["segmentation"]["iou"] == pytest.approx(reported["segmentation"]["iou"], abs=1e-5)
+    for method in ("end_to_end", "occluded_input", "telea"):
+        for metric, value in scores[method].items():
+            assert value == pytest.approx(reported[method][metric], abs=1e-4), (method, metric)
+
+
 def deocclude_experiment_id(client):
     return client.get_experiment_by_name("deocclude").experiment_id
 

@@ -1,9 +1,11 @@
 """The promotion gate as pure functions: floors against baselines, a paired bootstrap against the
 champion, and the decision. Numbers in, a frozen decision out; no MLflow, no files.
 
-A version is `champion` only when it beats every baseline on every floor metric and, when there is a
-champion, when the paired bootstrap interval of its per-image improvement on the primary metric has
-a lower bound above `min_improvement`. Anything else is `challenger`.
+A version is `champion` only when it meets every floor (it beats every baseline on every floor metric,
+on the test split and on the photograph set, and its masks reach the photograph set's minimum IoU) and,
+when there is a champion, either the paired bootstrap interval of its per-image improvement on the
+primary metric has a lower bound above `min_improvement`, or the champion, re-scored on the same data,
+breaks a floor the candidate meets. Anything else is `challenger`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -23,40 +26,75 @@ def greater_is_better(metric: str) -> bool:
     return metric.rpartition(".")[2] not in LOWER_IS_BETTER
 
 
+MINIMUM = "minimum"   # the `baseline` of a floor that is a level to reach, not another method's score
+
+
 @dataclass(frozen=True)
 class FloorCheck:
-    """The candidate against one baseline on one metric, overall on the test split."""
+    """The candidate against one baseline on one metric, overall on one split (`test`, or `photographs`:
+    the photograph set); with baseline `minimum`, `baseline_value` is a level the value must reach."""
 
     metric: str
     baseline: str
     value: float
     baseline_value: float
+    split: str = "test"
 
     @property
     def passed(self) -> bool:
         if math.isnan(self.value) or math.isnan(self.baseline_value):
             return False
+        if self.baseline == MINIMUM:
+            return self.value >= self.baseline_value if greater_is_better(self.metric) else self.value <= self.baseline_value
         return self.value > self.baseline_value if greater_is_better(self.metric) else self.value < self.baseline_value
+
+    @property
+    def label(self) -> str:
+        where = "" if self.split == "test" else f"{self.split}: "
+        return f"{where}{self.metric} vs {self.baseline}"
 
     def describe(self) -> str:
         sign = ">" if greater_is_better(self.metric) else "<"
+        if self.baseline == MINIMUM:
+            sign += "="
         verdict = "ok" if self.passed else "BROKEN"
-        return f"{self.metric} {self.value:.4f} {sign} {self.baseline} {self.baseline_value:.4f}: {verdict}"
+        where = "" if self.split == "test" else f"{self.split}: "
+        return f"{where}{self.metric} {self.value:.4f} {sign} {self.baseline} {self.baseline_value:.4f}: {verdict}"
 
 
 def check_floors(metrics: Mapping[str, Mapping[str, float]], candidate: str, baselines: Sequence[str],
-                 floor_metrics: Sequence[str]) -> tuple[FloorCheck, ...]:
+                 floor_metrics: Sequence[str], split: str = "test") -> tuple[FloorCheck, ...]:
     """One check per (baseline, metric) from evaluation metrics {method: {metric: value}}; a missing
     value is a KeyError naming it."""
     checks = []
+    prefix = "" if split == "test" else f"{split}."
     for baseline in baselines:
         for metric in floor_metrics:
             for method in (candidate, baseline):
                 if metric not in metrics.get(method, {}):
-                    raise KeyError(f"no evaluation metric {method}.{metric}")
+                    raise KeyError(f"no evaluation metric {prefix}{method}.{metric}")
             checks.append(FloorCheck(metric, baseline, float(metrics[candidate][metric]),
-                                     float(metrics[baseline][metric])))
+                                     float(metrics[baseline][metric]), split))
     return tuple(checks)
+
+
+def check_photograph_floors(photographs: Mapping[str, Mapping[str, float]] | None, candidate: str,
+                            min_iou: float | None, baselines: Sequence[str],
+                            floor_metrics: Sequence[str]) -> tuple[FloorCheck, ...]:
+    """The photograph set's floors from its metrics {method: {metric: value}, "segmentation": {"iou": ...}}:
+    the masks' mean IoU with the pasted objects at least `min_iou` (None: not checked), then one check
+    per (baseline, metric). No photograph metrics while a floor asks for them is a KeyError."""
+    if min_iou is None and not (baselines and floor_metrics):
+        return ()
+    if photographs is None:
+        raise KeyError("no evaluation metrics for the photograph set (photographs), which the photograph floors need")
+    checks = []
+    if min_iou is not None:
+        if "iou" not in photographs.get("segmentation", {}):
+            raise KeyError("no evaluation metric photographs.segmentation.iou")
+        checks.append(FloorCheck("segmentation.iou", MINIMUM, float(photographs["segmentation"]["iou"]), float(min_iou),
+                                 "photographs"))
+    return (*checks, *check_floors(photographs, candidate, baselines, floor_metrics, "photographs"))
 
 
 @dataclass(frozen=True)
@@ -118,6 +156,7 @@ class GateDecision:
     comparison: PairedComparison | None
     champion_version: str | None
     min_improvement: float
+    champion_floors: tuple[FloorCheck, ...] = ()   # the champion's, re-scored on the candidate's photograph set
 
     @property
     def floors_passed(self) -> bool:
@@ -127,13 +166,19 @@ class GateDecision:
     def broken_floors(self) -> tuple[FloorCheck, ...]:
         return tuple(check for check in self.floors if not check.passed)
 
+    @property
+    def champion_broken_floors(self) -> tuple[FloorCheck, ...]:
+        return tuple(check for check in self.champion_floors if not check.passed)
+
     def tags(self) -> dict[str, str]:
         """What the version records: the decision, its reason, the floors and the interval."""
         tags = {"gate.decision": self.alias, "gate.reason": self.reason[:4000],
                 "gate.floors_passed": str(self.floors_passed).lower(),
-                "gate.floors_broken": ", ".join(f"{c.metric} vs {c.baseline}" for c in self.broken_floors) or "none",
+                "gate.floors_broken": ", ".join(c.label for c in self.broken_floors) or "none",
                 "gate.min_improvement": repr(self.min_improvement),
                 "gate.compared_with": self.champion_version or "none"}
+        if self.champion_floors:
+            tags["gate.champion_floors_broken"] = ", ".join(c.label for c in self.champion_broken_floors) or "none"
         if self.comparison is not None:
             c = self.comparison
             tags.update({"gate.metric": c.metric, "gate.mean_improvement": repr(c.mean_improvement),
@@ -143,12 +188,14 @@ class GateDecision:
 
 
 def decide(floors: tuple[FloorCheck, ...], comparison: PairedComparison | None, champion_version: str | None,
-           min_improvement: float) -> GateDecision:
-    """`champion` only with every floor met and, against a champion, a lower bound above `min_improvement`."""
+           min_improvement: float, champion_floors: tuple[FloorCheck, ...] = ()) -> GateDecision:
+    """`champion` only with every floor met and, against a champion, a lower bound above `min_improvement`
+    or a champion that breaks one of `champion_floors` (its own floors, re-scored on the candidate's data)."""
+    floors, champion_floors = tuple(floors), tuple(champion_floors)
     broken = [check for check in floors if not check.passed]
     if broken:
         reason = "floor broken: " + "; ".join(check.describe() for check in broken)
-        return GateDecision(CHALLENGER, reason, floors, comparison, champion_version, min_improvement)
+        return GateDecision(CHALLENGER, reason, floors, comparison, champion_version, min_improvement, champion_floors)
     if champion_version is None:
         if floors:
             baselines = sorted({check.baseline for check in floors})
@@ -159,9 +206,17 @@ def decide(floors: tuple[FloorCheck, ...], comparison: PairedComparison | None, 
         return GateDecision(CHAMPION, reason, floors, None, None, min_improvement)
     if comparison is None:
         raise ValueError(f"a champion (version {champion_version}) exists but no paired comparison was made")
+    decision = partial(GateDecision, floors=floors, comparison=comparison, champion_version=champion_version,
+                       min_improvement=min_improvement, champion_floors=champion_floors)
+    champion_broken = [check for check in champion_floors if not check.passed]
+    if champion_broken:
+        reason = (f"version {champion_version}, the champion, re-scored on this version's data breaks floors this "
+                  f"version meets: " + "; ".join(check.describe() for check in champion_broken)
+                  + f" (against it: {comparison.describe()})")
+        return decision(alias=CHAMPION, reason=reason)
     if comparison.lower > min_improvement:
         reason = f"beats version {champion_version}: {comparison.describe()} > {min_improvement}"
-        return GateDecision(CHAMPION, reason, floors, comparison, champion_version, min_improvement)
+        return decision(alias=CHAMPION, reason=reason)
     reason = (f"not clearly better than version {champion_version}: {comparison.describe()}; the lower bound must "
               f"exceed {min_improvement}")
-    return GateDecision(CHALLENGER, reason, floors, comparison, champion_version, min_improvement)
+    return decision(alias=CHALLENGER, reason=reason)

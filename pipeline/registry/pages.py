@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.registry.gate import GateDecision
+from pipeline.registry.gate import MINIMUM, FloorCheck, GateDecision
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -123,13 +123,20 @@ def per_bin_means(scores: Mapping[str, float], mask_ratios: Mapping[str, float],
     return [sum(v) / len(v) if v else None for v in sums]
 
 
+def floors_table(floors: Sequence[FloorCheck], whose: str) -> str:
+    return table(["split", "metric", "baseline", whose, "baseline value", "verdict"],
+                 [[c.split, c.metric, c.baseline, c.value, c.baseline_value,
+                   ("reaches" if c.baseline == MINIMUM else "beats") if c.passed else "BROKEN"] for c in floors],
+                 ["" if c.passed else "bad" for c in floors])
+
+
 def decision_section(decision: GateDecision) -> str:
     css = "ok" if decision.alias == "champion" else "bad"
     parts = [f'<p class="decision"><span class="{css}">{_e(decision.alias)}</span>: {_e(decision.reason)}</p>',
-             "<h2>Floors</h2>",
-             table(["metric", "baseline", "candidate", "baseline value", "verdict"],
-                   [[c.metric, c.baseline, c.value, c.baseline_value, "beats" if c.passed else "BROKEN"]
-                    for c in decision.floors], ["" if c.passed else "bad" for c in decision.floors])]
+             "<h2>Floors</h2>", floors_table(decision.floors, "candidate")]
+    if decision.champion_floors:
+        parts += [f"<h2>Champion version {_e(decision.champion_version)} on this version's photograph set</h2>",
+                  floors_table(decision.champion_floors, "champion")]
     c = decision.comparison
     if c is not None:
         parts += [f"<h2>Against champion version {_e(decision.champion_version)}</h2>",
@@ -174,6 +181,9 @@ def model_card(name: str, version: str, metrics: Mapping[str, Any], decision: Ga
     segmentation = metrics.get("segmentation", {})
     seg = ", ".join(f"{k} {v:.4f}" for k, v in segmentation.items() if isinstance(v, float))
     floors = "\n".join(f"- {c.describe()}" for c in decision.floors)
+    if decision.champion_floors:
+        floors += f"\n\nChampion version {decision.champion_version} on this version's photograph set:\n\n" + "\n".join(
+            f"- {c.describe()}" for c in decision.champion_floors)
     comparison = f"- {decision.comparison.describe()}\n" if decision.comparison else ""
     return f"""# Model card: {name} version {version}
 

@@ -1,10 +1,14 @@
 """Stage register: the three registered models, tagged with their provenance, and the promotion gate.
 
-The new `deocclusion` version becomes `champion` only when it beats the baselines on every floor
-metric (the first version too) and, against the current champion re-scored on this version's test
-split, the paired bootstrap interval of its per-image improvement clears `promotion.min_improvement`;
-otherwise it is `challenger`. The decision, interval, floors and a link to the gate report are
-written on the version; the report (reports/gate.html) and a model card go with the register run.
+The new `deocclusion` version becomes `champion` only when it meets every floor (the first version
+too): it beats the baselines on every floor metric of the test split and of the photograph set, and
+its masks reach the photograph set's minimum IoU. Against the current champion, re-scored on this
+version's test split, the paired bootstrap interval of its per-image improvement must clear
+`promotion.min_improvement`, unless the champion, re-scored on this version's photograph set, breaks
+a photograph floor: a champion whose masks miss real photographs' objects is replaced by a version
+that meets the floors. Otherwise it is `challenger`. The decision, interval, floors and a link to the
+gate report are written on the version; the report (reports/gate.html) and a model card go with the
+register run.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,10 +31,13 @@ from PIL import Image
 from pipeline.config import RESOLVED_PARAMS_FILE, Config, as_flat_dict
 from pipeline.data.dataset import SplitFiles, load_split, read_manifest
 from pipeline.deocclusion import Deoccluder, inpaint
-from pipeline.evaluation.metrics import inpainting_metrics
+from pipeline.data.dataset import SplitTensors
+from pipeline.evaluation.metrics import inpainting_metrics, iou
+from pipeline.evaluation.telea import telea_inpaint
 from pipeline.models.checkpoint import file_md5, load_checkpoint
 from pipeline.registry.aliases import alias_version, move_alias
-from pipeline.registry.gate import CHAMPION, GateDecision, check_floors, decide, paired_comparison
+from pipeline.registry.gate import (CHAMPION, FloorCheck, GateDecision, check_floors, check_photograph_floors, decide,
+                                    paired_comparison)
 from pipeline.registry.mlflow_models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, download_run_file,
                                              load_deoccluder, log_deocclusion_model, log_network, register,
                                              set_version_tags, tensor_signature, version_record)
@@ -37,7 +45,7 @@ from pipeline.evaluation.html_report import render_report_from_dir
 from pipeline.registry.pages import gate_page, gate_section, model_card
 from pipeline.registry.tracking import artifact_link, log_artifact, log_metrics, log_params, set_tags, training_run_of
 from pipeline.stages.common import Paths, data_version, flat_metrics, provenance_tags, stage_run, write_json, write_text
-from pipeline.stages.evaluate import champion_results, metric_value
+from pipeline.stages.evaluate import champion_results, metric_value, photograph_split
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,27 @@ def per_image_scores(deoccluder: Deoccluder, split: SplitFiles, group: str, batc
         metrics = inpainting_metrics(output, part.clean_image, part.occluder_mask)
         for index, sample in enumerate(part.ids):
             scores[sample] = {name: float(metrics[name][index]) for name in SCORED_METRICS}
+    return scores
+
+
+def photograph_scores(deoccluder: Deoccluder, photographs: SplitTensors, group: str, baselines: Sequence[str],
+                      telea_radius: int) -> dict[str, dict[str, float]]:
+    """The photograph set's metrics as evaluate reports them (`photographs` in metrics.json), for the
+    gate's photograph floors: the masks' mean IoU with the pasted objects, and `group` (end_to_end:
+    predicted masks; gt_mask: the objects' masks) and each baseline given the same mask, inside and
+    outside the object, averaged over the photographs."""
+    predicted = deoccluder.masks(photographs.occluded_image)
+    mask = predicted if group == "end_to_end" else photographs.occluder_mask
+    outputs = {group: inpaint(deoccluder.inpainter, photographs.occluded_image, mask, deoccluder.inpainter_resolution)}
+    if "occluded_input" in baselines:
+        outputs["occluded_input"] = photographs.occluded_image
+    if "telea" in baselines:
+        outputs["telea"] = telea_inpaint(photographs.occluded_image, mask, telea_radius)
+    scores: dict[str, dict[str, float]] = {
+        "segmentation": {"iou": float(iou(predicted, photographs.occluder_mask).mean())}}
+    for method, output in outputs.items():
+        metrics = inpainting_metrics(output, photographs.clean_image, photographs.occluder_mask)
+        scores[method] = {name: float(metrics[name].mean()) for name in SCORED_METRICS}
     return scores
 
 
@@ -121,6 +150,25 @@ def _who() -> str:
         return "unknown"
 
 
+def photograph_floors(cfg: Config, photographs: dict[str, Any] | None, group: str) -> tuple[FloorCheck, ...]:
+    promotion = cfg.promotion
+    return check_photograph_floors(photographs, group, promotion.photograph_min_iou, promotion.photograph_baselines,
+                                   promotion.photograph_metrics)
+
+
+def checks_photographs(cfg: Config) -> bool:
+    promotion = cfg.promotion
+    return promotion.photograph_min_iou is not None or bool(promotion.photograph_baselines and promotion.photograph_metrics)
+
+
+def champion_photograph_floors(cfg: Config, champion: Deoccluder, group: str) -> tuple[FloorCheck, ...]:
+    """The champion's photograph floors on the photograph set this version was evaluated on (it depends
+    on the code, data.resolution and seed, not on the dataset), scored by the same code."""
+    scores = photograph_scores(champion, photograph_split(cfg.data.resolution, cfg.seed), group,
+                               cfg.promotion.photograph_baselines, cfg.evaluation.telea_radius)
+    return photograph_floors(cfg, scores, group)
+
+
 def gate(cfg: Config, metrics: dict[str, Any], candidate: PerImage, deoccluder: Deoccluder, split: SplitFiles,
          our_data_version: str, workdir: Path) -> tuple[GateDecision, PerImage, PerImage | None, str | None]:
     """The gate's decision for this version; also the paired scores (candidate's, champion's) and
@@ -128,19 +176,24 @@ def gate(cfg: Config, metrics: dict[str, Any], candidate: PerImage, deoccluder: 
 
     The champion's recorded scores count when it was tested on this data version. Otherwise (trained
     and tested on other data, or registered before scores were recorded) both models are re-scored
-    here on this version's test split, by the same code, so the pairs differ only by the model."""
+    here on this version's test split, by the same code, so the pairs differ only by the model. Its
+    photograph floors are always re-scored: the photograph set changes with the code, not the data."""
     group, _, metric = cfg.registry.promote_metric.partition(".")
     promotion = cfg.promotion
-    floors = check_floors(metrics, group, promotion.floor_baselines, promotion.floor_metrics)
+    floors = (*check_floors(metrics, group, promotion.floor_baselines, promotion.floor_metrics),
+              *photograph_floors(cfg, metrics.get("photographs"), group))
     champion = alias_version(DEOCCLUSION_MODEL, CHAMPION)
     if champion is None:
         return decide(floors, None, None, promotion.min_improvement), candidate, None, None
+    device = evaluation_device(cfg)
     theirs = recorded_champion_scores(champion, our_data_version, split, group, workdir)
+    champion_model = None
+    if theirs is None or checks_photographs(cfg):
+        champion_model = load_deoccluder(f"models:/{DEOCCLUSION_MODEL}/{champion}").to(device)
+    champion_floors = champion_photograph_floors(cfg, champion_model, group) if checks_photographs(cfg) else ()
     source = "recorded (same data version)"
     if theirs is None:
         record = version_record(DEOCCLUSION_MODEL, champion)
-        device = evaluation_device(cfg)
-        champion_model = load_deoccluder(f"models:/{DEOCCLUSION_MODEL}/{champion}").to(device)
         theirs = per_image_scores(champion_model, split, group, cfg.evaluation.batch_size)
         candidate = per_image_scores(deoccluder.to(device), split, group, cfg.evaluation.batch_size)
         deoccluder.to("cpu")
@@ -150,7 +203,7 @@ def gate(cfg: Config, metrics: dict[str, Any], candidate: PerImage, deoccluder: 
     comparison = paired_comparison(metric, {s: v[metric] for s, v in candidate.items()},
                                    {s: v[metric] for s, v in theirs.items()}, promotion.bootstrap_resamples,
                                    promotion.confidence, promotion.bootstrap_seed)
-    return decide(floors, comparison, champion, promotion.min_improvement), candidate, theirs, source
+    return decide(floors, comparison, champion, promotion.min_improvement, champion_floors), candidate, theirs, source
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -220,8 +273,8 @@ def run(cfg: Config) -> dict[str, Any]:
         "previous_value": comparison.champion_mean if comparison is not None else None,
         "model_uri": f"models:/{DEOCCLUSION_MODEL}/{version}", **version_tags,
         "gate": {"reason": decision.reason, "floors_passed": decision.floors_passed,
-                 "floors": [{"metric": c.metric, "baseline": c.baseline, "value": c.value,
-                             "baseline_value": c.baseline_value, "passed": c.passed} for c in decision.floors],
+                 "floors": [floor_record(c) for c in decision.floors],
+                 "champion_floors": [floor_record(c) for c in decision.champion_floors],
                  "comparison": None if comparison is None else {
                      "metric": comparison.metric, "samples": comparison.samples,
                      "candidate_mean": comparison.candidate_mean, "champion_mean": comparison.champion_mean,
@@ -234,6 +287,11 @@ def run(cfg: Config) -> dict[str, Any]:
     write_json(paths.registration, summary)
     logger.info("registered %s version %s as %s: %s", DEOCCLUSION_MODEL, version, decision.alias, decision.reason)
     return summary
+
+
+def floor_record(check: FloorCheck) -> dict[str, Any]:
+    return {"split": check.split, "metric": check.metric, "baseline": check.baseline, "value": check.value,
+            "baseline_value": check.baseline_value, "passed": check.passed}
 
 
 def _gate_report(cfg: Config, paths: Paths, version: str, section: str) -> str:

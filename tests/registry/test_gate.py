@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.registry.gate import (CHALLENGER, CHAMPION, FloorCheck, bootstrap_interval, check_floors, decide,
-                                    paired_comparison)
+from pipeline.registry.gate import (CHALLENGER, CHAMPION, FloorCheck, bootstrap_interval, check_floors,
+                                    check_photograph_floors, decide, paired_comparison)
 
 METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
 
@@ -115,3 +115,59 @@ def test_bootstrap_interval_is_seeded_and_covers_the_mean():
     # the interval of the mean is about +-1.96 standard errors wide
     assert first[1] - first[0] == pytest.approx(2 * 1.96 * differences.std() / np.sqrt(200), rel=0.15)
 
+
+
+def photographs(iou=0.58, psnr_masked=11.7):
+    """The photograph set's metrics as evaluate writes them: the input stays at 9.1 dB inside the objects."""
+    return {"segmentation": {"iou": iou, "dice": 0.65},
+            "end_to_end": {"l1_masked": 0.21, "psnr_masked": psnr_masked, "ssim_masked": 0.22},
+            "occluded_input": {"l1_masked": 0.30, "psnr_masked": 9.1, "ssim_masked": 0.17}}
+
+
+PHOTO_METRICS = ("l1_masked", "psnr_masked", "ssim_masked")
+
+
+def test_photograph_floors_ask_for_the_minimum_iou_and_beating_the_input_inside_the_object():
+    floors = check_photograph_floors(photographs(), "end_to_end", 0.5, ["occluded_input"], PHOTO_METRICS)
+    assert [(c.split, c.metric, c.baseline) for c in floors] == [
+        ("photographs", "segmentation.iou", "minimum"), ("photographs", "l1_masked", "occluded_input"),
+        ("photographs", "psnr_masked", "occluded_input"), ("photographs", "ssim_masked", "occluded_input")]
+    assert all(c.passed for c in floors)
+    assert check_photograph_floors(photographs(iou=0.5), "end_to_end", 0.5, [], [])[0].passed  # reached counts
+    missed = check_photograph_floors(photographs(iou=0.49), "end_to_end", 0.5, [], [])[0]
+    assert not missed.passed and missed.describe() == "photographs: segmentation.iou 0.4900 >= minimum 0.5000: BROKEN"
+    worse = check_photograph_floors(photographs(psnr_masked=9.0), "end_to_end", None, ["occluded_input"], PHOTO_METRICS)
+    assert [c.metric for c in worse if not c.passed] == ["psnr_masked"]
+    assert check_photograph_floors(None, "end_to_end", None, [], PHOTO_METRICS) == ()   # nothing asked
+    with pytest.raises(KeyError, match="photograph set"):
+        check_photograph_floors(None, "end_to_end", 0.5, [], [])
+    with pytest.raises(KeyError, match="photographs.telea.psnr_masked"):
+        check_photograph_floors(photographs(), "end_to_end", None, ["telea"], ["psnr_masked"])
+
+
+def test_a_candidate_missing_the_photographs_objects_is_never_champion():
+    floors = (*check_floors(evaluation(), "end_to_end", ["occluded_input", "telea"], METRICS),
+              *check_photograph_floors(photographs(iou=0.3), "end_to_end", 0.5, ["occluded_input"], PHOTO_METRICS))
+    decision = decide(floors, None, None, 0.0)
+    assert decision.alias == CHALLENGER and decision.tags()["gate.floors_broken"] == "photographs: segmentation.iou vs minimum"
+
+
+def test_a_champion_that_breaks_a_photograph_floor_is_replaced_by_one_that_meets_it():
+    rng = np.random.default_rng(0)
+    champion = rng.normal(20, 2, size=48)
+    worse = champion - 0.2 + rng.normal(0, 0.1, size=48)   # clearly worse on the synthetic split
+    comparison = paired_comparison("psnr_masked", scores(worse), scores(champion), 2000, 0.95, seed=1)
+    assert comparison.upper < 0
+    floors = (*check_floors(evaluation(), "end_to_end", ["occluded_input"], METRICS),
+              *check_photograph_floors(photographs(), "end_to_end", 0.5, ["occluded_input"], PHOTO_METRICS))
+    broken_champion = check_photograph_floors(photographs(iou=0.49), "end_to_end", 0.5, ["occluded_input"], PHOTO_METRICS)
+    decision = decide(floors, comparison, "1", 0.0, broken_champion)
+    assert decision.alias == CHAMPION and decision.reason.startswith("version 1, the champion, re-scored on this")
+    assert "photographs: segmentation.iou 0.4900 >= minimum 0.5000: BROKEN" in decision.reason
+    assert decision.tags()["gate.champion_floors_broken"] == "photographs: segmentation.iou vs minimum"
+    sound_champion = check_photograph_floors(photographs(iou=0.6), "end_to_end", 0.5, ["occluded_input"], PHOTO_METRICS)
+    kept = decide(floors, comparison, "1", 0.0, sound_champion)
+    assert kept.alias == CHALLENGER and kept.tags()["gate.champion_floors_broken"] == "none"
+    # a candidate that breaks a floor itself is never promoted, whatever the champion breaks
+    own_broken = (*floors, *check_photograph_floors(photographs(iou=0.4), "end_to_end", 0.5, [], []))
+    assert decide(own_broken, comparison, "1", 0.0, broken_champion).alias == CHALLENGER

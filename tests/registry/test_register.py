@@ -36,7 +36,8 @@ GOOD = {"end_to_end": {"l1": 0.02, "psnr": 30.0, "ssim": 0.90, "l1_masked": 0.10
 
 # The gate as params.yaml sets it by default, spelled out: these tests are about it, whatever the tiny config does.
 GATE = {"floor_baselines": ["occluded_input", "telea"], "floor_metrics": list(METRICS), "min_improvement": 0.0,
-        "bootstrap_resamples": 2000, "confidence": 0.95, "bootstrap_seed": 0}
+        "photograph_min_iou": None, "photograph_baselines": [], "bootstrap_resamples": 2000, "confidence": 0.95,
+        "bootstrap_seed": 0}
 
 
 def dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -336,3 +337,64 @@ def test_runs_compare_works_against_a_tracking_server(story, tmp_path):
         server.wait(timeout=30)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "deocclusion v4: psnr_masked: improvement +1." in result.stdout and (tmp_path / "page.html").is_file()
+
+
+PHOTOGRAPH_GATE = {**GATE, "photograph_min_iou": 0.5, "photograph_baselines": ["occluded_input"],
+                   "photograph_metrics": ["l1_masked", "psnr_masked", "ssim_masked"]}
+PHOTOGRAPHS = {"segmentation": {"iou": 0.6}, "end_to_end": {"l1_masked": 0.2, "psnr_masked": 12.0, "ssim_masked": 0.25},
+               "occluded_input": {"l1_masked": 0.3, "psnr_masked": 9.0, "ssim_masked": 0.17}}
+
+
+def blind_segmenter(root: Path) -> None:
+    """A segmenter whose masks are empty whatever the image: its last convolution says 'no occluder'."""
+    import torch
+
+    from pipeline.models.checkpoint import NetworkSettings, save_checkpoint
+    from pipeline.models.registry import create_model
+
+    torch.manual_seed(0)
+    net = create_model("unet-small", **tiny_arch_kwargs("unet-small")).eval()
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-20.0)
+    save_checkpoint(root / "models/segmenter.pt", net, NetworkSettings("unet-small", tiny_arch_kwargs("unet-small"),
+                                                                       "segmenter", 32))
+
+
+def test_a_champion_blind_to_the_photographs_objects_is_replaced_and_the_floor_guards_the_candidate(tmp_path):
+    """The photograph floors: the candidate's from its evaluation, the champion's re-scored here by the
+    register stage on the photograph set (its masks, its inpainter)."""
+    root = make_project(tmp_path / "project", {"promotion": PHOTOGRAPH_GATE})
+    dvc(root, "repro", "generate")
+    untrained_checkpoints(root)
+    blind_segmenter(root)
+    base = np.random.default_rng(0).normal(20.0, 2.0, size=len(split_ids(root)))
+    write_evaluation(root, {**GOOD, "photographs": PHOTOGRAPHS}, base)
+    first = register(root)
+    assert first["alias"] == "champion" and first["gate"]["champion_floors"] == []
+    assert {"split": "photographs", "metric": "segmentation.iou", "baseline": "minimum", "value": 0.6,
+            "baseline_value": 0.5, "passed": True} in first["gate"]["floors"]
+
+    # A candidate whose own masks miss the objects: refused, whatever the synthetic split says.
+    write_evaluation(root, {**GOOD, "photographs": {**PHOTOGRAPHS, "segmentation": {"iou": 0.3}}}, base + 2.0)
+    second = register(root)
+    assert second["alias"] == "challenger" and champion(root) == "1"
+    assert "floor broken: photographs: segmentation.iou 0.3000 >= minimum 0.5000: BROKEN" in second["gate"]["reason"]
+    assert client(root).get_model_version("deocclusion", "2").tags["gate.floors_broken"] == \
+        "photographs: segmentation.iou vs minimum"
+
+    # Version 1, re-scored on the photograph set, finds nothing (IoU 0): a candidate that meets the floors
+    # replaces it although the synthetic split calls them even.
+    write_evaluation(root, {**GOOD, "photographs": PHOTOGRAPHS}, base)
+    third = register(root)
+    assert third["gate"]["comparison"]["lower"] == 0.0 == third["gate"]["comparison"]["upper"]
+    assert third["alias"] == "champion" and champion(root) == "3"
+    assert third["gate"]["reason"].startswith("version 1, the champion, re-scored on this version's data breaks floors")
+    champion_iou = next(f for f in third["gate"]["champion_floors"] if f["metric"] == "segmentation.iou")
+    assert champion_iou["value"] == 0.0 and not champion_iou["passed"]
+    assert client(root).get_model_version("deocclusion", "3").tags["gate.champion_floors_broken"].startswith(
+        "photographs: segmentation.iou vs minimum")
+    page = (root / "reports/gate.html").read_text()
+    assert "Champion version 1 on this version&#x27;s photograph set" in page
+    assert "Champion version 1 on this version's photograph set" in (root / "reports/model_card.md").read_text()
