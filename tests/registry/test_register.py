@@ -396,5 +396,5 @@ def test_a_champion_blind_to_the_photographs_objects_is_replaced_and_the_floor_g
     assert client(root).get_model_version("deocclusion", "3").tags["gate.champion_floors_broken"].startswith(
         "photographs: segmentation.iou vs minimum")
     page = (root / "reports/gate.html").read_text()
-    assert "Champion version 1 on this version&#x27;s photograph set" in page
+    assert "Champion version 1 on this version's photograph set" in page
     assert "Champion version 1 on this version's photograph set" in (root / "reports/model_card.md").read_text()
