@@ -507,6 +507,9 @@ def _check(cfg: Config, source: Path) -> None:
     unknown = sorted(set(promotion.photograph_metrics) - set(EVALUATION_METRICS))
     _require(not unknown, source, f"promotion.photograph_metrics: unknown metric(s) {unknown}; "
                                   f"known: {list(EVALUATION_METRICS)}")
+    _require(bool(promotion.photograph_baselines) == bool(promotion.photograph_metrics), source,
+             "promotion.photograph_baselines and promotion.photograph_metrics go together: both set or both empty, "
+             f"got {list(promotion.photograph_baselines)} and {list(promotion.photograph_metrics)}")
     minimum = promotion.photograph_min_iou
     _require(minimum is None or (isinstance(minimum, (int, float)) and not isinstance(minimum, bool)
                                  and 0 <= minimum <= 1), source,

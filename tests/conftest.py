@@ -52,7 +52,8 @@ TINY_OVERRIDES: dict[str, Any] = {
     "evaluation": {"grid_samples": 3},
     # Models trained for seconds do not beat the baselines, and the pipeline tests need a champion to
     # serve: no floors here. tests/registry tests the floors with the default gate spelled out.
-    "promotion": {"floor_baselines": [], "photograph_min_iou": None, "photograph_baselines": []},
+    "promotion": {"floor_baselines": [], "photograph_min_iou": None, "photograph_baselines": [],
+                  "photograph_metrics": []},
 }
 
 # Per-architecture arguments small enough for a CPU test, for every registered name.

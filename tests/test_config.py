@@ -165,6 +165,8 @@ def test_isnet_profile_uses_paper_004_settings(tmp_path):
     ({"promotion": {"photograph_baselines": ["telea_gt_mask"]}},
      "promotion.photograph_baselines: unknown baseline(s) ['telea_gt_mask']; known: ['occluded_input', 'telea']"),
     ({"promotion": {"photograph_metrics": ["fid"]}}, "promotion.photograph_metrics: unknown metric(s) ['fid']"),
+    ({"promotion": {"photograph_baselines": ["occluded_input"]}},
+     "promotion.photograph_baselines and promotion.photograph_metrics go together: both set or both empty"),
 ])
 def test_bad_values_name_the_file_and_the_key(tmp_path, override, message):
     path = write_params(tmp_path, tiny_params(override))

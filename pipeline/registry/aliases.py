@@ -68,6 +68,11 @@ def alias_history(name: str) -> list[AliasMove]:
     return [AliasMove(**json.loads(value)) for _, value in moves]
 
 
+# Set on a champion that a later registration re-scored and found below a floor (the gate replaced it):
+# rollback and promote refuse it as they refuse a version that broke a floor when it was registered.
+RESCORED_BROKEN_TAG = "gate.rescored_floors_broken"
+
+
 def _check_floors(name: str, version: str, force: bool) -> None:
     try:
         tags = MlflowClient().get_model_version(name, version).tags
@@ -82,6 +87,9 @@ def _check_floors(name: str, version: str, force: bool) -> None:
     if passed != "true":
         raise PromotionRefused(f"{name} version {version} broke a floor ({tags.get('gate.floors_broken', '?')}); "
                                "pass --force to override")
+    if tags.get(RESCORED_BROKEN_TAG):
+        raise PromotionRefused(f"{name} version {version} broke a floor when re-scored later "
+                               f"({tags[RESCORED_BROKEN_TAG]}); pass --force to override")
 
 
 def promote_version(name: str, version: str, who: str, why: str, force: bool = False) -> AliasMove:

@@ -4,8 +4,8 @@ champion, and the decision. Numbers in, a frozen decision out; no MLflow, no fil
 A version is `champion` only when it meets every floor (it beats every baseline on every floor metric,
 on the test split and on the photograph set, and its masks reach the photograph set's minimum IoU) and,
 when there is a champion, either the paired bootstrap interval of its per-image improvement on the
-primary metric has a lower bound above `min_improvement`, or the champion, re-scored on the same data,
-breaks a floor the candidate meets. Anything else is `challenger`.
+primary metric has a lower bound above `min_improvement`, or the champion, re-scored on the candidate's
+photograph set, breaks a photograph floor the candidate meets. Anything else is `challenger`.
 """
 
 from __future__ import annotations
@@ -40,12 +40,16 @@ class FloorCheck:
     baseline_value: float
     split: str = "test"
 
+    def __post_init__(self) -> None:
+        if self.baseline == MINIMUM and not greater_is_better(self.metric):
+            raise ValueError(f"a minimum floor needs a metric where higher is better, not {self.metric}")
+
     @property
     def passed(self) -> bool:
         if math.isnan(self.value) or math.isnan(self.baseline_value):
             return False
         if self.baseline == MINIMUM:
-            return self.value >= self.baseline_value if greater_is_better(self.metric) else self.value <= self.baseline_value
+            return self.value >= self.baseline_value
         return self.value > self.baseline_value if greater_is_better(self.metric) else self.value < self.baseline_value
 
     @property
@@ -54,9 +58,7 @@ class FloorCheck:
         return f"{where}{self.metric} vs {self.baseline}"
 
     def describe(self) -> str:
-        sign = ">" if greater_is_better(self.metric) else "<"
-        if self.baseline == MINIMUM:
-            sign += "="
+        sign = ">=" if self.baseline == MINIMUM else ">" if greater_is_better(self.metric) else "<"
         verdict = "ok" if self.passed else "BROKEN"
         where = "" if self.split == "test" else f"{self.split}: "
         return f"{where}{self.metric} {self.value:.4f} {sign} {self.baseline} {self.baseline_value:.4f}: {verdict}"
@@ -210,8 +212,8 @@ def decide(floors: tuple[FloorCheck, ...], comparison: PairedComparison | None, 
                        min_improvement=min_improvement, champion_floors=champion_floors)
     champion_broken = [check for check in champion_floors if not check.passed]
     if champion_broken:
-        reason = (f"version {champion_version}, the champion, re-scored on this version's data breaks floors this "
-                  f"version meets: " + "; ".join(check.describe() for check in champion_broken)
+        reason = (f"version {champion_version}, the champion, re-scored on this version's photograph set breaks "
+                  f"floors this version meets: " + "; ".join(check.describe() for check in champion_broken)
                   + f" (against it: {comparison.describe()})")
         return decision(alias=CHAMPION, reason=reason)
     if comparison.lower > min_improvement:

@@ -35,7 +35,7 @@ from pipeline.data.dataset import SplitTensors
 from pipeline.evaluation.metrics import inpainting_metrics, iou
 from pipeline.evaluation.telea import telea_inpaint
 from pipeline.models.checkpoint import file_md5, load_checkpoint
-from pipeline.registry.aliases import alias_version, move_alias
+from pipeline.registry.aliases import RESCORED_BROKEN_TAG, alias_version, move_alias
 from pipeline.registry.gate import (CHAMPION, FloorCheck, GateDecision, check_floors, check_photograph_floors, decide,
                                     paired_comparison)
 from pipeline.registry.mlflow_models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, download_run_file,
@@ -79,22 +79,22 @@ def per_image_scores(deoccluder: Deoccluder, split: SplitFiles, group: str, batc
 
 def photograph_scores(deoccluder: Deoccluder, photographs: SplitTensors, group: str, baselines: Sequence[str],
                       telea_radius: int) -> dict[str, dict[str, float]]:
-    """The photograph set's metrics as evaluate reports them (`photographs` in metrics.json), for the
-    gate's photograph floors: the masks' mean IoU with the pasted objects, and `group` (end_to_end:
-    predicted masks; gt_mask: the objects' masks) and each baseline given the same mask, inside and
-    outside the object, averaged over the photographs."""
+    """The photograph set's metrics as evaluate reports them (`photographs` in metrics.json, means
+    rounded to 5 decimals), for the gate's photograph floors: the masks' mean IoU with the pasted
+    objects, `group` (end_to_end: predicted masks; gt_mask: the objects' masks) and each baseline
+    (Telea given the predicted masks, as evaluate's `telea`), averaged over the photographs."""
     predicted = deoccluder.masks(photographs.occluded_image)
     mask = predicted if group == "end_to_end" else photographs.occluder_mask
     outputs = {group: inpaint(deoccluder.inpainter, photographs.occluded_image, mask, deoccluder.inpainter_resolution)}
     if "occluded_input" in baselines:
         outputs["occluded_input"] = photographs.occluded_image
     if "telea" in baselines:
-        outputs["telea"] = telea_inpaint(photographs.occluded_image, mask, telea_radius)
+        outputs["telea"] = telea_inpaint(photographs.occluded_image, predicted, telea_radius)
     scores: dict[str, dict[str, float]] = {
-        "segmentation": {"iou": float(iou(predicted, photographs.occluder_mask).mean())}}
+        "segmentation": {"iou": round(float(iou(predicted, photographs.occluder_mask).mean()), 5)}}
     for method, output in outputs.items():
         metrics = inpainting_metrics(output, photographs.clean_image, photographs.occluder_mask)
-        scores[method] = {name: float(metrics[name].mean()) for name in SCORED_METRICS}
+        scores[method] = {name: round(float(metrics[name].mean()), 5) for name in SCORED_METRICS}
     return scores
 
 
@@ -187,10 +187,12 @@ def gate(cfg: Config, metrics: dict[str, Any], candidate: PerImage, deoccluder: 
         return decide(floors, None, None, promotion.min_improvement), candidate, None, None
     device = evaluation_device(cfg)
     theirs = recorded_champion_scores(champion, our_data_version, split, group, workdir)
+    # The champion's photograph floors matter only when the candidate meets its own floors.
+    rescore_photographs = checks_photographs(cfg) and all(check.passed for check in floors)
     champion_model = None
-    if theirs is None or checks_photographs(cfg):
+    if theirs is None or rescore_photographs:
         champion_model = load_deoccluder(f"models:/{DEOCCLUSION_MODEL}/{champion}").to(device)
-    champion_floors = champion_photograph_floors(cfg, champion_model, group) if checks_photographs(cfg) else ()
+    champion_floors = champion_photograph_floors(cfg, champion_model, group) if rescore_photographs else ()
     source = "recorded (same data version)"
     if theirs is None:
         record = version_record(DEOCCLUSION_MODEL, champion)
@@ -200,6 +202,8 @@ def gate(cfg: Config, metrics: dict[str, Any], candidate: PerImage, deoccluder: 
         source = "both re-scored on this version's test split" + (
             f" (champion tested on data {record.tags.get('data_version', '?')})"
             if record.tags.get("data_version") != our_data_version else " (champion has no recorded scores)")
+    if champion_model is not None:
+        champion_model.to("cpu")
     comparison = paired_comparison(metric, {s: v[metric] for s, v in candidate.items()},
                                    {s: v[metric] for s, v in theirs.items()}, promotion.bootstrap_resamples,
                                    promotion.confidence, promotion.bootstrap_seed)
@@ -263,6 +267,10 @@ def run(cfg: Config) -> dict[str, Any]:
                              description=_description(segmenter_settings.arch, inpainter_settings.arch,
                                                       cfg.registry.promote_metric, score, decision, report_link))
             move = move_alias(DEOCCLUSION_MODEL, decision.alias, version, _who(), decision.reason, "register")
+            if decision.alias == CHAMPION and decision.champion_broken_floors:
+                broken = ", ".join(check.label for check in decision.champion_broken_floors)
+                set_version_tags(DEOCCLUSION_MODEL, decision.champion_version,
+                                 {RESCORED_BROKEN_TAG: f"{broken}, re-scored when version {version} was registered"})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     comparison = decision.comparison

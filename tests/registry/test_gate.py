@@ -141,6 +141,8 @@ def test_photograph_floors_ask_for_the_minimum_iou_and_beating_the_input_inside_
     assert check_photograph_floors(None, "end_to_end", None, [], PHOTO_METRICS) == ()   # nothing asked
     with pytest.raises(KeyError, match="photograph set"):
         check_photograph_floors(None, "end_to_end", 0.5, [], [])
+    with pytest.raises(ValueError, match="higher is better"):
+        FloorCheck("l1_masked", "minimum", 0.1, 0.2, "photographs")
     with pytest.raises(KeyError, match="photographs.telea.psnr_masked"):
         check_photograph_floors(photographs(), "end_to_end", None, ["telea"], ["psnr_masked"])
 

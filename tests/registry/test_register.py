@@ -36,8 +36,8 @@ GOOD = {"end_to_end": {"l1": 0.02, "psnr": 30.0, "ssim": 0.90, "l1_masked": 0.10
 
 # The gate as params.yaml sets it by default, spelled out: these tests are about it, whatever the tiny config does.
 GATE = {"floor_baselines": ["occluded_input", "telea"], "floor_metrics": list(METRICS), "min_improvement": 0.0,
-        "photograph_min_iou": None, "photograph_baselines": [], "bootstrap_resamples": 2000, "confidence": 0.95,
-        "bootstrap_seed": 0}
+        "photograph_min_iou": None, "photograph_baselines": [], "photograph_metrics": [], "bootstrap_resamples": 2000,
+        "confidence": 0.95, "bootstrap_seed": 0}
 
 
 def dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -390,7 +390,8 @@ def test_a_champion_blind_to_the_photographs_objects_is_replaced_and_the_floor_g
     third = register(root)
     assert third["gate"]["comparison"]["lower"] == 0.0 == third["gate"]["comparison"]["upper"]
     assert third["alias"] == "champion" and champion(root) == "3"
-    assert third["gate"]["reason"].startswith("version 1, the champion, re-scored on this version's data breaks floors")
+    assert third["gate"]["reason"].startswith("version 1, the champion, re-scored on this version's photograph set "
+                                              "breaks floors")
     champion_iou = next(f for f in third["gate"]["champion_floors"] if f["metric"] == "segmentation.iou")
     assert champion_iou["value"] == 0.0 and not champion_iou["passed"]
     assert client(root).get_model_version("deocclusion", "3").tags["gate.champion_floors_broken"].startswith(
@@ -398,3 +399,12 @@ def test_a_champion_blind_to_the_photographs_objects_is_replaced_and_the_floor_g
     page = (root / "reports/gate.html").read_text()
     assert "Champion version 1 on this version's photograph set" in page
     assert "Champion version 1 on this version's photograph set" in (root / "reports/model_card.md").read_text()
+    # Version 1 is marked: neither a rollback nor a promotion by hand brings it back without --force.
+    # Its empty masks leave the input as it is, which does not beat the input either.
+    assert client(root).get_model_version("deocclusion", "1").tags["gate.rescored_floors_broken"] == \
+        "photographs: segmentation.iou vs minimum, photographs: l1_masked vs occluded_input, photographs: " \
+        "psnr_masked vs occluded_input, photographs: ssim_masked vs occluded_input, re-scored when version 3 " \
+        "was registered"
+    refused = deocclude(root, "rollback")
+    assert refused.returncode == 1 and "version 1 broke a floor when re-scored later" in refused.stderr
+    assert deocclude(root, "promote", "1").returncode == 1 and champion(root) == "3"
