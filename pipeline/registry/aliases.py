@@ -117,5 +117,10 @@ def rollback(name: str, who: str, why: str, force: bool = False) -> AliasMove:
     target = rollback_target(alias_history(name), current)
     if target is None:
         raise PromotionRefused(f"{name}: no earlier {CHAMPION} recorded before version {current}")
-    _check_floors(name, target, force)
-    return move_alias(name, CHAMPION, target, who, why or f"rollback from version {current}", "rollback")
+    try:
+        _check_floors(name, target, force)
+    except PromotionRefused as refused:
+        raise PromotionRefused(f"rollback from version {current} refused: {refused}, or name an earlier version "
+                               f"with `deocclude promote VERSION`") from None
+    reason = why or f"rollback from version {current}"
+    return move_alias(name, CHAMPION, target, who, reason + (" (forced)" if force else ""), "rollback")

@@ -192,7 +192,7 @@ class GateDecision:
 def decide(floors: tuple[FloorCheck, ...], comparison: PairedComparison | None, champion_version: str | None,
            min_improvement: float, champion_floors: tuple[FloorCheck, ...] = ()) -> GateDecision:
     """`champion` only with every floor met and, against a champion, a lower bound above `min_improvement`
-    or a champion that breaks one of `champion_floors` (its own floors, re-scored on the candidate's data)."""
+    or a champion that breaks one of `champion_floors` (its own photograph floors, re-scored on the candidate's photograph set)."""
     floors, champion_floors = tuple(floors), tuple(champion_floors)
     broken = [check for check in floors if not check.passed]
     if broken:

@@ -175,6 +175,13 @@ def set_version_tags(name: str, version: str, tags: dict[str, str], description:
         client.update_model_version(name, version, description=description)
 
 
+def delete_version_tag(name: str, version: str, key: str) -> None:
+    """Remove tag `key` from a registered version; nothing to do when it has none."""
+    client = MlflowClient()
+    if key in client.get_model_version(name, version).tags:
+        client.delete_model_version_tag(name, version, key)
+
+
 def version_record(name: str, version: str) -> Any:
     """The registry's ModelVersion (tags, run_id, description); LookupError naming a missing one."""
     try:

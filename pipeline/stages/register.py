@@ -38,9 +38,9 @@ from pipeline.models.checkpoint import file_md5, load_checkpoint
 from pipeline.registry.aliases import RESCORED_BROKEN_TAG, alias_version, move_alias
 from pipeline.registry.gate import (CHAMPION, FloorCheck, GateDecision, check_floors, check_photograph_floors, decide,
                                     paired_comparison)
-from pipeline.registry.mlflow_models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, download_run_file,
-                                             load_deoccluder, log_deocclusion_model, log_network, register,
-                                             set_version_tags, tensor_signature, version_record)
+from pipeline.registry.mlflow_models import (DEOCCLUSION_MODEL, INPAINTER_MODEL, SEGMENTER_MODEL, delete_version_tag,
+                                             download_run_file, load_deoccluder, log_deocclusion_model, log_network,
+                                             register, set_version_tags, tensor_signature, version_record)
 from pipeline.evaluation.html_report import render_report_from_dir
 from pipeline.registry.pages import gate_page, gate_section, model_card
 from pipeline.registry.tracking import artifact_link, log_artifact, log_metrics, log_params, set_tags, training_run_of
@@ -177,7 +177,8 @@ def gate(cfg: Config, metrics: dict[str, Any], candidate: PerImage, deoccluder: 
     The champion's recorded scores count when it was tested on this data version. Otherwise (trained
     and tested on other data, or registered before scores were recorded) both models are re-scored
     here on this version's test split, by the same code, so the pairs differ only by the model. Its
-    photograph floors are always re-scored: the photograph set changes with the code, not the data."""
+    photograph floors are re-scored when the candidate meets every floor of its own: the photograph set
+    changes with the code, not the data."""
     group, _, metric = cfg.registry.promote_metric.partition(".")
     promotion = cfg.promotion
     floors = (*check_floors(metrics, group, promotion.floor_baselines, promotion.floor_metrics),
@@ -266,11 +267,15 @@ def run(cfg: Config) -> dict[str, Any]:
                               "gate.report": report_link, "register_run_id": run_id},
                              description=_description(segmenter_settings.arch, inpainter_settings.arch,
                                                       cfg.registry.promote_metric, score, decision, report_link))
-            move = move_alias(DEOCCLUSION_MODEL, decision.alias, version, _who(), decision.reason, "register")
+            # The champion's mark follows its latest re-scoring: set before the alias moves away from it,
+            # cleared when it meets every photograph floor again (the set changes with the code).
             if decision.alias == CHAMPION and decision.champion_broken_floors:
                 broken = ", ".join(check.label for check in decision.champion_broken_floors)
                 set_version_tags(DEOCCLUSION_MODEL, decision.champion_version,
                                  {RESCORED_BROKEN_TAG: f"{broken}, re-scored when version {version} was registered"})
+            elif decision.champion_floors and not decision.champion_broken_floors:
+                delete_version_tag(DEOCCLUSION_MODEL, decision.champion_version, RESCORED_BROKEN_TAG)
+            move = move_alias(DEOCCLUSION_MODEL, decision.alias, version, _who(), decision.reason, "register")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     comparison = decision.comparison

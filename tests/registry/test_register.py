@@ -21,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import BIN, deocclude, make_project, project_env, tiny_arch_kwargs
+from tests.conftest import BIN, deocclude, make_project, project_env, tiny_arch_kwargs, tiny_params, write_params
 
 METRICS = ("l1", "psnr", "ssim", "l1_masked", "psnr_masked", "ssim_masked")
 GOOD = {"end_to_end": {"l1": 0.02, "psnr": 30.0, "ssim": 0.90, "l1_masked": 0.10, "psnr_masked": 20.0,
@@ -383,6 +383,7 @@ def test_a_champion_blind_to_the_photographs_objects_is_replaced_and_the_floor_g
     assert "floor broken: photographs: segmentation.iou 0.3000 >= minimum 0.5000: BROKEN" in second["gate"]["reason"]
     assert client(root).get_model_version("deocclusion", "2").tags["gate.floors_broken"] == \
         "photographs: segmentation.iou vs minimum"
+    assert second["gate"]["champion_floors"] == []  # a candidate below its own floors does not re-score the champion
 
     # Version 1, re-scored on the photograph set, finds nothing (IoU 0): a candidate that meets the floors
     # replaces it although the synthetic split calls them even.
@@ -406,5 +407,20 @@ def test_a_champion_blind_to_the_photographs_objects_is_replaced_and_the_floor_g
         "psnr_masked vs occluded_input, photographs: ssim_masked vs occluded_input, re-scored when version 3 " \
         "was registered"
     refused = deocclude(root, "rollback")
-    assert refused.returncode == 1 and "version 1 broke a floor when re-scored later" in refused.stderr
+    assert refused.returncode == 1 and "rollback from version 3 refused" in refused.stderr
+    assert "version 1 broke a floor when re-scored later" in refused.stderr and "deocclude promote" in refused.stderr
     assert deocclude(root, "promote", "1").returncode == 1 and champion(root) == "3"
+    forced = deocclude(root, "rollback", "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert champion(root) == "1"
+    assert "rollback from version 3 (forced)" in deocclude(root, "registry", "history").stdout
+
+    # Re-scored against a floor it now meets (a minimum IoU of 0, no baselines), version 1 loses its mark.
+    write_params(root, tiny_params({"promotion": {**PHOTOGRAPH_GATE, "photograph_min_iou": 0.0,
+                                                  "photograph_baselines": [], "photograph_metrics": []}}))
+    assert deocclude(root, "resolve-params").returncode == 0
+    fourth = register(root)
+    assert fourth["alias"] == "challenger" and champion(root) == "1"
+    assert [(f["metric"], f["passed"]) for f in fourth["gate"]["champion_floors"]] == [("segmentation.iou", True)]
+    assert "gate.rescored_floors_broken" not in client(root).get_model_version("deocclusion", "1").tags
+    assert deocclude(root, "rollback").returncode == 1  # version 1 was champion first: nothing before it
