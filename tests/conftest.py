@@ -24,6 +24,9 @@ BIN = Path(sys.executable).parent
 # Prefect's ephemeral server gets 20 s to answer by default; on two cores busy with the rest of
 # the suite it can need more, and the flows under test would fail for the machine's load alone.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# With usage analytics on, every dvc command starts a daemon (about a second of CPU) that reaches for the
+# internet. The repo's .dvc/config turns them off; the projects the tests `dvc init` get it from here.
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # `precision: auto` remembers its choices per machine; the suite's stay out of the user's ~/.cache.
 if "DEOCCLUDE_PRECISION_CACHE" not in os.environ:
     _precision_dir = tempfile.mkdtemp(prefix="deocclude-precision-")

@@ -294,3 +294,21 @@ def test_missing_credentials_fail_with_a_message_saying_where_they_come_from(gen
     assert f"dvc push with remote storage ({REMOTE_URL} at {server.url}) failed" in result.stderr
     assert "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE" in result.stderr
     assert server.object_count() == 0
+
+
+def test_the_repos_dvc_config_sends_no_usage_analytics(tmp_path):
+    """A clone's dvc commands start no analytics daemon: the committed .dvc/config says so, whatever the
+    environment (the suite's DVC_NO_ANALYTICS left out; user and system configs empty)."""
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DVC_NO_ANALYTICS", "DVC_TEST")}
+    for name in ("DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
+        (tmp_path / name).mkdir()
+        env[name] = str(tmp_path / name)
+    check = ("import dvc.analytics, logging; logging.disable(logging.CRITICAL); "
+             "print(dvc.analytics.is_enabled())")
+    enabled = lambda cwd: subprocess.run([sys.executable, "-c", check], cwd=cwd, env=env, capture_output=True,  # noqa: E731
+                                         text=True, timeout=120, check=True).stdout.strip()
+    assert enabled(REPO) == "False"
+    (tmp_path / "elsewhere").mkdir()
+    assert enabled(tmp_path / "elsewhere") == "True"  # DVC's default, which the repo's config turns off
