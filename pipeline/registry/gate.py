@@ -53,15 +53,17 @@ class FloorCheck:
         return self.value > self.baseline_value if greater_is_better(self.metric) else self.value < self.baseline_value
 
     @property
+    def _where(self) -> str:
+        return "" if self.split == "test" else f"{self.split}: "
+
+    @property
     def label(self) -> str:
-        where = "" if self.split == "test" else f"{self.split}: "
-        return f"{where}{self.metric} vs {self.baseline}"
+        return f"{self._where}{self.metric} vs {self.baseline}"
 
     def describe(self) -> str:
         sign = ">=" if self.baseline == MINIMUM else ">" if greater_is_better(self.metric) else "<"
         verdict = "ok" if self.passed else "BROKEN"
-        where = "" if self.split == "test" else f"{self.split}: "
-        return f"{where}{self.metric} {self.value:.4f} {sign} {self.baseline} {self.baseline_value:.4f}: {verdict}"
+        return f"{self._where}{self.metric} {self.value:.4f} {sign} {self.baseline} {self.baseline_value:.4f}: {verdict}"
 
 
 def check_floors(metrics: Mapping[str, Mapping[str, float]], candidate: str, baselines: Sequence[str],

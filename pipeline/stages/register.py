@@ -20,8 +20,8 @@ import logging
 import shutil
 import socket
 import tempfile
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,9 +29,8 @@ import torch
 from PIL import Image
 
 from pipeline.config import RESOLVED_PARAMS_FILE, Config, as_flat_dict
-from pipeline.data.dataset import SplitFiles, load_split, read_manifest
+from pipeline.data.dataset import SplitFiles, SplitTensors, load_split, read_manifest
 from pipeline.deocclusion import Deoccluder, inpaint
-from pipeline.data.dataset import SplitTensors
 from pipeline.evaluation.metrics import inpainting_metrics, iou
 from pipeline.evaluation.telea import telea_inpaint
 from pipeline.models.checkpoint import file_md5, load_checkpoint
@@ -156,11 +155,6 @@ def photograph_floors(cfg: Config, photographs: dict[str, Any] | None, group: st
                                    promotion.photograph_metrics)
 
 
-def checks_photographs(cfg: Config) -> bool:
-    promotion = cfg.promotion
-    return promotion.photograph_min_iou is not None or bool(promotion.photograph_baselines and promotion.photograph_metrics)
-
-
 def champion_photograph_floors(cfg: Config, champion: Deoccluder, group: str) -> tuple[FloorCheck, ...]:
     """The champion's photograph floors on the photograph set this version was evaluated on (it depends
     on the code, data.resolution and seed, not on the dataset), scored by the same code."""
@@ -189,7 +183,8 @@ def gate(cfg: Config, metrics: dict[str, Any], candidate: PerImage, deoccluder: 
     device = evaluation_device(cfg)
     theirs = recorded_champion_scores(champion, our_data_version, split, group, workdir)
     # The champion's photograph floors matter only when the candidate meets its own floors.
-    rescore_photographs = checks_photographs(cfg) and all(check.passed for check in floors)
+    rescore_photographs = (any(check.split == "photographs" for check in floors)
+                           and all(check.passed for check in floors))
     champion_model = None
     if theirs is None or rescore_photographs:
         champion_model = load_deoccluder(f"models:/{DEOCCLUSION_MODEL}/{champion}").to(device)
